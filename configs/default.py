@@ -1,0 +1,30 @@
+"""Default: the reference CNN (98k params), 5-fold CV x 1 seed, hflip, Adam + cosine.
+
+`--config configs/default.py:smoke` is a tiny real-data run (2 folds, 150 steps) for CI.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "default"
+    c.seeds = (0,)
+    c.data = ml_collections.ConfigDict(dict(dir="", source="idx", verify=True))
+    c.cv = ml_collections.ConfigDict(dict(k=5, folds=(0, 1, 2, 3, 4), split_seed=0))
+    c.model = ml_collections.ConfigDict(dict(widths=(32, 64, 56), depths=(2, 2, 1), batch_norm=True, residual=False))
+    c.max_params = 100_000
+    c.augment = "flip_lr"
+    c.normalize = ml_collections.ConfigDict(dict(mean=0.5, std=0.5))
+    c.train = ml_collections.ConfigDict(dict(epochs=3, batch_size=128, steps_per_epoch=0, label_smoothing=0.0))
+    c.optim = ml_collections.ConfigDict(dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0))
+    c.eval = ml_collections.ConfigDict(dict(batch_size=1000))
+    c.members = ml_collections.ConfigDict(dict(strategy="auto", devices=0))
+    if arg == "smoke":
+        c.name = "smoke"
+        c.cv.folds = (0, 1)
+        c.train.epochs = 1
+        c.train.steps_per_epoch = 150
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; known: smoke")
+    return c

@@ -1,0 +1,75 @@
+"""The member axis: all folds x seeds of one config trained in one compiled program.
+
+A per-model function becomes a function over stacked pytrees with a leading member
+axis. Why not plain `jax.vmap` everywhere: vmapping per-member conv weights lowers to
+grouped convolutions, which XLA:CPU runs badly. Measured on the 2-core CPU with the
+reference CNN, batch 128 (img/s over all members): one model 432; vmap of 2 / 4
+members 122 / 90; the same members unrolled in one jit 471 / 579; members sharded over
+2 host CPU devices (unrolled inside) 485 / 470. So on CPU the members are unrolled
+inside one jit (XLA overlaps their independent work), and `vmap` is kept for GPU/TPU,
+where batched convolutions are fast. Members are also sharded over devices whenever
+JAX sees several (GPUs, TPU cores), each device running its slice of members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "members"
+STRATEGIES = ("auto", "unroll", "vmap")
+
+
+def resolve_strategy(strategy: str) -> str:
+    """'auto' -> 'unroll' on CPU, 'vmap' on accelerators (see module docstring for why)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown members.strategy {strategy!r}; use one of {STRATEGIES}")
+    if strategy == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return strategy
+
+
+def make_mesh(n_members: int, max_devices: int = 0) -> Mesh:
+    """A 1-D mesh over as many devices as evenly divide the members (at most `max_devices`, 0 = all)."""
+    devices = jax.devices()
+    limit = min(len(devices), max_devices or len(devices), n_members)
+    n = max(d for d in range(1, limit + 1) if n_members % d == 0)
+    return Mesh(np.array(devices[:n]), (AXIS,))
+
+
+def _unrolled(fn: Callable, in_axes: Sequence[int | None]) -> Callable:
+    def run(*args):
+        n = next(jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0)
+        outs = [fn(*(jax.tree.map(lambda x: x[i], a) if ax == 0 else a for a, ax in zip(args, in_axes)))
+                for i in range(n)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+    return run
+
+
+def over_members(fn: Callable, in_axes: Sequence[int | None], mesh: Mesh, strategy: str = "auto",
+                 donate_argnums: tuple[int, ...] = ()) -> Callable:
+    """Jit `fn` over a leading member axis on the arguments whose `in_axes` is 0.
+
+    Outputs carry the member axis. Each member computes exactly what it would alone: only
+    its own slice of the stacked arguments enters its computation.
+    """
+    strategy = resolve_strategy(strategy)
+    local = _unrolled(fn, in_axes) if strategy == "unroll" else jax.vmap(fn, in_axes=tuple(in_axes))
+    if mesh.size > 1:
+        specs = tuple(P(AXIS) if ax == 0 else P() for ax in in_axes)
+        local = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS))
+    return jax.jit(local, donate_argnums=donate_argnums)
+
+
+def place(tree: Any, mesh: Mesh, stacked: bool) -> Any:
+    """Put a pytree on the mesh: split along the member axis, or replicated."""
+    return jax.device_put(tree, NamedSharding(mesh, P(AXIS) if stacked else P()))
+
+
+def unstack(tree: Any, i: int) -> Any:
+    """Member i of a stacked pytree."""
+    return jax.tree.map(lambda x: x[i], tree)

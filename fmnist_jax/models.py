@@ -1,0 +1,92 @@
+"""The CNN family (width x depth x BatchNorm x residual) and the 100k-parameter budget.
+
+`widths[i]` channels and `depths[i]` 3x3 conv blocks in stage i, 2x2 max-pool between
+stages, global average pooling and one dense layer. The reference CNN of the speed
+study is `widths=(32, 64, 56), depths=(2, 2, 1)`: 98,122 parameters here (convs before
+BatchNorm carry no bias; PyTorch's default biases make it 98,370).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+MAX_PARAMS = 100_000
+
+
+class BudgetError(ValueError):
+    """A model over the parameter budget; refused before anything trains."""
+
+
+class ConvBlock(nn.Module):
+    """conv3x3 -> (BatchNorm) -> ReLU, with an identity shortcut when asked and shapes allow."""
+    features: int
+    batch_norm: bool
+    residual: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = nn.Conv(self.features, (3, 3), use_bias=not self.batch_norm)(x)
+        if self.batch_norm:
+            y = nn.BatchNorm(use_running_average=not train, momentum=0.9)(y)
+        if self.residual and x.shape[-1] == self.features:
+            y = y + x
+        return nn.relu(y)
+
+
+class CNN(nn.Module):
+    widths: Sequence[int] = (32, 64, 56)
+    depths: Sequence[int] = (2, 2, 1)
+    batch_norm: bool = True
+    residual: bool = False
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for stage, (width, depth) in enumerate(zip(self.widths, self.depths)):
+            if stage:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+            for _ in range(depth):
+                x = ConvBlock(width, self.batch_norm, self.residual)(x, train)
+        return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+def build(config: ml_collections.ConfigDict) -> CNN:
+    """The model a config names (`config.model`)."""
+    m = config.model
+    if len(m.widths) != len(m.depths) or not m.widths:
+        raise ValueError(f"model.widths {tuple(m.widths)} and model.depths {tuple(m.depths)} need one entry per stage")
+    return CNN(widths=tuple(m.widths), depths=tuple(m.depths), batch_norm=m.batch_norm, residual=m.residual)
+
+
+def init_variables(model: nn.Module, key: jax.Array) -> dict:
+    return model.init(key, jnp.zeros((1, 28, 28, 1), jnp.float32), train=False)
+
+
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters, from the initialised shapes (no compute)."""
+    shapes = jax.eval_shape(functools.partial(init_variables, model), jax.random.key(0))
+    return sum(x.size for x in jax.tree.leaves(shapes["params"]))
+
+
+def flops_per_image(model: nn.Module) -> float:
+    """Forward FLOPs for one image, from XLA's cost analysis of the compiled-for-CPU graph."""
+    variables = jax.eval_shape(functools.partial(init_variables, model), jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
+    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
+    return float(lowered.cost_analysis()["flops"])
+
+
+def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
+    """The parameter count, or BudgetError naming it when over `limit`."""
+    n = count_params(model)
+    if n > limit:
+        raise BudgetError(f"model has {n:,} parameters, over the budget of {limit:,} "
+                          f"({n - limit:,} too many): {model}")
+    return n
+

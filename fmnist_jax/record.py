@@ -1,0 +1,56 @@
+"""What a run needs to be reproduced: resolved config, package versions, data hash, git revision, devices."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from fmnist_jax.data import Dataset
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "chex", "numpy", "wandb",
+            "fmnist_jax")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def git_revision(cwd: Path | None = None) -> str | None:
+    """HEAD of the checkout holding this package, with '+dirty' when it has local changes."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def run_record(config: ml_collections.ConfigDict, dataset: Dataset) -> dict[str, Any]:
+    return {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "config": config.to_dict(),
+        "versions": versions(),
+        "data": {"source": dataset.source, "digest": dataset.digest, "md5": dataset.md5},
+        "git": git_revision(),
+        "devices": [str(d) for d in jax.devices()],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -1,0 +1,48 @@
+"""Metric writers, kept apart from training (CLU style): JSON lines always, more via `MultiWriter`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+
+class MetricWriter(Protocol):
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """One row per member: {'member', 'fold', 'seed', 'epoch', metric: value, ...}."""
+
+    def close(self) -> None: ...
+
+
+class JsonlWriter:
+    """Appends rows to `path`, flushed per call, so an interrupted run keeps every finished epoch."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a")
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class MultiWriter:
+    def __init__(self, writers: Sequence[MetricWriter]):
+        self.writers = list(writers)
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        for w in self.writers:
+            w.write(rows)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
