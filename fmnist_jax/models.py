@@ -87,6 +87,6 @@ def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
     n = count_params(model)
     if n > limit:
         raise BudgetError(f"model has {n:,} parameters, over the budget of {limit:,} "
-                          f"({n - limit:,} too many): {model}")
+                          f"({n - limit:,} too many) with widths={tuple(model.widths)}, depths={tuple(model.depths)}")
     return n
 

@@ -1,0 +1,49 @@
+"""Shared command-line plumbing: parse flags into a fresh FlagValues, with errors as UsageError.
+
+Each command module defines its flags on the FlagValues it is handed and exposes
+`main(argv) -> int`; `fmnist_jax.cli` dispatches to it and prints these errors cleanly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from absl import flags
+from ml_collections import config_flags
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed without a traceback."""
+
+
+def _configs_importable(argv: list[str]) -> None:
+    """Let a config file `from configs import default` wherever the command runs from."""
+    for i, a in enumerate(argv):
+        path = a.split("=", 1)[1] if a.startswith("--config=") else argv[i + 1] if a == "--config" and i + 1 < len(argv) else None
+        if path:
+            root = str(Path(path.split(":", 1)[0]).resolve().parent.parent)
+            if root not in sys.path:
+                sys.path.insert(0, root)
+
+
+def define_config(fv: flags.FlagValues) -> None:
+    """`--config FILE[:arg]` with `--config.KEY=VALUE` overrides (unknown keys are errors)."""
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].", flag_values=fv)
+
+
+def parse(argv: list[str], define: Callable[[flags.FlagValues], None], required: tuple[str, ...] = ()) -> flags.FlagValues:
+    """Parse `argv` (without the command name) into a fresh FlagValues set up by `define`."""
+    fv = flags.FlagValues()
+    define(fv)
+    _configs_importable(argv)
+    try:
+        fv(["fmnist-jax"] + argv)
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise UsageError(str(msg).strip("'\" \n") or repr(e)) from e
+    missing = [name for name in required if fv[name].value is None]
+    if missing:
+        raise UsageError("missing " + " ".join(f"--{m}" for m in missing))
+    return fv
