@@ -33,6 +33,12 @@ def define_config(fv: flags.FlagValues) -> None:
     config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].", flag_values=fv)
 
 
+def _one_line(e: Exception) -> str:
+    """config_flags wraps KeyErrors whose text comes quoted and escaped; make it one plain line."""
+    msg = (str(e.args[0]) if e.args else repr(e)).replace("\\'", "'").replace("\\n", " ").replace("\n", " ")
+    return msg[1:-1] if len(msg) > 1 and msg[0] == msg[-1] == "'" else msg
+
+
 def parse(argv: list[str], define: Callable[[flags.FlagValues], None], required: tuple[str, ...] = ()) -> flags.FlagValues:
     """Parse `argv` (without the command name) into a fresh FlagValues set up by `define`."""
     fv = flags.FlagValues()
@@ -41,8 +47,7 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None], required:
     try:
         fv(["fmnist-jax"] + argv)
     except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise UsageError(str(msg).strip("'\" \n") or repr(e)) from e
+        raise UsageError(_one_line(e)) from e
     missing = [name for name in required if fv[name].value is None]
     if missing:
         raise UsageError("missing " + " ".join(f"--{m}" for m in missing))
