@@ -197,3 +197,20 @@ def predictions(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, idx: 
     fig.suptitle(title or f"Predictions: {n_wrong} of {len(idx)} shown are misclassified (red; over-sampled)")
     fig.subplots_adjust(hspace=0.6, wspace=0.1)
     return fig
+
+
+def compare_curves(runs: dict[str, Sequence[dict[str, Any]]], key: str = "val_accuracy", title: str = "") -> Figure:
+    """Metric `key` per epoch for several runs (e.g. ablation points): member mean with a ± 1 std band each."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for name, rows in runs.items():
+        epochs, v = curves_by_member(rows, key)
+        mean, std = np.nanmean(v, 0), np.nanstd(v, 0)
+        (line,) = ax.plot(epochs, mean, marker="o", ms=4, label=f"{name} ({len(v)})")
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="point (members)", title_fontsize=8)
+    ax.set_title(title or f"{key.replace('_', ' ')} per epoch (member mean ± 1 std)")
+    return fig

@@ -1,0 +1,250 @@
+"""`fmnist-jax report --workdir DIR`: PNG figures and a Markdown report for a run or an ablation.
+
+A run dir (summary.json + metrics.jsonl) gets learning curves, the per-member table, the
+model summary and, when it holds a checkpoint, a test-set confusion matrix and sample
+predictions. An ablation dir gets its comparison table and bar chart. `--eda` writes the
+data-exploration figures instead. Everything lands in `DIR/report/` (or `--out`) next to
+`report.md`, which links the PNGs by relative path so the folder can be copied anywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import flags
+
+from fmnist_jax import cmdline, data, models, plots
+from fmnist_jax.cmdline import UsageError
+from fmnist_jax.writers import read_jsonl
+
+
+def _interior_calls(model: nn.Module, variables: Any, x: jax.ShapeDtypeStruct) -> list[tuple[nn.Module, tuple, Any]]:
+    """(unbound submodule, call args, output) for each direct child of `model`, in call order."""
+    calls = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and len(context.module.path) == 1:
+            calls.append((context.module.clone(parent=None, name=context.module.path[0]), args, out))
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    return calls
+
+
+def model_table(model: nn.Module) -> list[dict[str, Any]]:
+    """One row per layer (each conv block, the head) with output shape, parameters and forward FLOPs.
+
+    Per-layer FLOPs come from XLA's cost analysis of that layer alone, like the total
+    (`models.flops_per_image`); what the rows do not cover (max-pool, global average pool)
+    is shown as its own row, so the column adds up to the total.
+    """
+    variables = jax.eval_shape(functools.partial(models.init_variables, model), jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
+    rows = []
+    for layer, args, out in _interior_calls(model, variables, x):
+        own = {col: tree[layer.name] for col, tree in variables.items() if layer.name in tree}
+        apply = functools.partial(lambda v, x, layer, rest: layer.apply(v, x, *rest), layer=layer, rest=args[1:])
+        flops = jax.jit(apply).lower(own, args[0]).cost_analysis()["flops"]
+        what = type(layer).__name__
+        if isinstance(layer, models.ConvBlock):
+            what = "conv3x3" + (" + BN" if layer.batch_norm else "") + " + ReLU" + (" + skip" if layer.residual and args[0].shape[-1] == layer.features else "")
+        rows.append({"layer": layer.name, "op": what, "output": tuple(out.shape[1:]),
+                     "params": sum(p.size for p in jax.tree.leaves(own.get("params", {}))), "flops": float(flops)})
+    total = models.flops_per_image(model)
+    rows.append({"layer": "(pooling)", "op": "max-pool, global average pool", "output": "",
+                 "params": 0, "flops": total - sum(r["flops"] for r in rows)})
+    rows.append({"layer": "total", "op": "", "output": (10,), "params": models.count_params(model), "flops": total})
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table; ints get thousands separators, floats 4 significant digits."""
+    columns = list(columns or rows[0].keys())
+
+    def cell(v: Any) -> str:
+        if isinstance(v, (bool, str)) or v is None:
+            return str(v if v is not None else "")
+        if isinstance(v, (int, np.integer)):
+            return f"{v:,}"
+        if isinstance(v, (float, np.floating)):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+        return " × ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_eda(dataset: data.Dataset, out: str | Path) -> list[Path]:
+    """The data figures: random examples per class, class balance, mean/std image per class."""
+    out = Path(out)
+    figs = {
+        "samples.png": plots.sample_grid(dataset.train_images, dataset.train_labels),
+        "class_balance.png": plots.class_balance({"train": dataset.train_labels, "test": dataset.test_labels}),
+        "mean_images.png": plots.mean_images(dataset.train_images, dataset.train_labels),
+    }
+    return [plots.save(fig, out / name) for name, fig in figs.items()]
+
+
+def _pct(ms: dict[str, float]) -> str:
+    return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}%"
+
+
+def top_confusions(counts: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
+    """The `n` most frequent (true -> predicted) mistakes."""
+    off = counts * (1 - np.eye(len(counts), dtype=counts.dtype))
+    order = np.argsort(off, axis=None)[::-1][:n]
+    return [{"true": data.CLASS_NAMES[i], "predicted": data.CLASS_NAMES[j], "count": int(off[i, j]),
+             "% of true class": 100 * off[i, j] / max(counts[i].sum(), 1)}
+            for i, j in zip(*np.unravel_index(order, counts.shape)) if off[i, j]]
+
+
+def test_logits(workdir: Path, data_digest: str) -> tuple[np.ndarray, data.Dataset] | None:
+    """(per-member test logits [M, N, 10], dataset) from the run's latest checkpoint; None without one."""
+    from fmnist_jax import evaluate, members, run  # orbax and compilation: only when a checkpoint exists
+    try:
+        config, _, state = evaluate.load_trained(workdir)
+    except FileNotFoundError:
+        return None
+    exp = run.setup(config)
+    if exp.dataset.digest != data_digest:
+        raise data.DataError(f"the data ({exp.dataset.digest}) is not what {workdir} was trained on ({data_digest})")
+    _, logits = run.evaluate(exp, members.place(state, exp.mesh, stacked=True), "test")
+    return logits, exp.dataset
+
+
+def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, members: Sequence[dict]) -> list[str]:
+    """Confusion (pooled over members) and member 0's sample predictions; returns the Markdown section."""
+    labels = dataset.test_labels
+    preds = logits.argmax(-1)
+    counts = sum(plots.confusion_matrix(labels, p) for p in preds)
+    plots.save(plots.confusion(counts, title=f"Test confusion, {len(preds)} member(s) pooled "
+                               f"(% of true class; accuracy {100 * np.trace(counts) / counts.sum():.2f}%)"),
+               out / "confusion.png")
+    (out / "confusion.json").write_text(json.dumps({"classes": data.CLASS_NAMES, "counts": counts.tolist()}))
+    probs = np.asarray(jax.nn.softmax(logits[0]))
+    idx = plots.pick_examples(labels, preds[0])
+    m0 = members[0]
+    plots.save(plots.predictions(dataset.test_images, labels, probs, idx,
+                                 title=f"Member 0 (fold {m0['fold']}, seed {m0['seed']}) on test: "
+                                       f"{int((preds[0][idx] != labels[idx]).sum())} of {len(idx)} shown misclassified "
+                                       "(red; over-sampled)"), out / "predictions.png")
+    return ["## Test set", "", "![confusion](confusion.png)", "", "Most frequent mistakes (all members pooled):", "",
+            markdown_table(top_confusions(counts)), "", "![predictions](predictions.png)", ""]
+
+
+def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
+    """Figures and report.md for a run dir; returns the report path."""
+    workdir = Path(workdir)
+    out = Path(out or workdir / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = json.loads((workdir / "summary.json").read_text())
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    record_path = workdir / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    rows = read_jsonl(workdir / "metrics.jsonl")
+    plots.save(plots.learning_curves(rows, title=f"{summary['name']}: learning curves "
+                                                 f"({len(summary['members'])} members; band ± 1 std)"),
+               out / "learning_curves.png")
+    md = [f"# Run report: {summary['name']}", "",
+          f"Run dir `{workdir}`, git `{record.get('git')}`, data digest `{summary['data_digest']}`, "
+          f"jax {record.get('versions', {}).get('jax')}, devices {record.get('devices')}.", "",
+          "## Summary", "",
+          markdown_table([{"members": len(summary["members"]), "params": summary["params"],
+                           "FLOPs/image": summary["flops_per_image"], "epochs": summary["epochs"],
+                           "steps/epoch": summary["steps_per_epoch"], "train img/s": summary["train_images_per_s"],
+                           "val accuracy": _pct(summary["val_accuracy"]),
+                           "test accuracy": _pct(summary["test_accuracy"])}]), "",
+          markdown_table(summary["members"]), "",
+          "## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    found = test_logits(workdir, summary["data_digest"])
+    if found:
+        md += write_test_figures(out, *found, summary["members"])
+    else:
+        md += ["## Test set", "", "No checkpoint in this run dir: no confusion matrix or sample predictions.", ""]
+    md += ["## Model", "", markdown_table(model_table(models.build(config))), "",
+           "## Config", "", "```json", json.dumps(config.to_dict(), indent=1), "```", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_ablation(directory: str | Path) -> tuple[list[dict[str, Any]], str, str]:
+    """(table rows, baseline point, table.md text) of an ablation dir written by `fmnist-jax ablate`."""
+    directory = Path(directory)
+    with open(directory / "table.csv", newline="") as f:
+        table = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    text = (directory / "table.md").read_text()
+    found = re.search(r"Baseline: \*\*([^*]+)\*\*", text)
+    return table, found.group(1) if found else table[0]["point"], text
+
+
+def ablation_report(directory: str | Path, out: str | Path | None = None) -> Path:
+    """Bar chart (mean ± std per point), validation curves of every point with logged metrics, report.md."""
+    from fmnist_jax import ablate  # one bar chart for the ablate command and the reports
+
+    directory = Path(directory)
+    out = Path(out or directory / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    table, baseline, table_md = read_ablation(directory)
+    plots.save(ablate.bar_chart(table, f"{directory.name}: accuracy per point (mean ± std over members)", baseline),
+               out / "ablation.png")
+    md = [f"# Ablation report: {directory.name}", "", "![accuracy per point](ablation.png)", ""]
+    runs = {r["point"]: read_jsonl(directory / r["point"] / "metrics.jsonl") for r in table
+            if (directory / r["point"] / "metrics.jsonl").exists()}
+    if runs:
+        plots.save(plots.compare_curves(runs, "val_accuracy"), out / "ablation_curves.png")
+        md += ["![validation accuracy per epoch](ablation_curves.png)", ""]
+    md += [re.sub(r"^# ", "## ", table_md, flags=re.M)]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def _define(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("workdir", None, "A run dir (summary.json + metrics.jsonl) or an ablation dir.", flag_values=fv)
+    flags.DEFINE_string("out", None, "Where the PNGs and report.md go (default WORKDIR/report).", flag_values=fv)
+    flags.DEFINE_bool("eda", False, "Write the data-exploration figures (real data) to --out instead.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Fashion-MNIST folder for --eda (default: the usual search).", flag_values=fv)
+
+
+def main(argv: list[str]) -> int:
+    fv = cmdline.parse(argv, _define)
+    if fv.eda:
+        if not fv.out:
+            raise UsageError("--eda needs --out")
+        for p in write_eda(data.load(fv.data_dir), fv.out):
+            print(f"wrote {p}")
+        return 0
+    if not fv.workdir:
+        raise UsageError("missing --workdir (or --eda --out DIR)")
+    workdir = Path(fv.workdir)
+    if (workdir / "summary.json").exists():
+        path = run_report(workdir, fv.out)
+    elif (workdir / "table.csv").exists():
+        path = ablation_report(workdir, fv.out)
+    else:
+        raise UsageError(f"{workdir} is neither a run dir (summary.json) nor an ablation dir (table.csv)")
+    print(f"wrote {path}")
+    return 0
