@@ -42,12 +42,15 @@ def _one_line(e: Exception) -> str:
 def parse(argv: list[str], define: Callable[[flags.FlagValues], None], required: tuple[str, ...] = ()) -> flags.FlagValues:
     """Parse `argv` (without the command name) into a fresh FlagValues set up by `define`."""
     fv = flags.FlagValues()
-    define(fv)
     _configs_importable(argv)
+    saved, sys.argv = sys.argv, ["fmnist-jax"] + argv   # config_flags reads sys.argv to define override flags
     try:
-        fv(["fmnist-jax"] + argv)
+        define(fv)
+        fv(sys.argv)
     except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
         raise UsageError(_one_line(e)) from e
+    finally:
+        sys.argv = saved
     missing = [name for name in required if fv[name].value is None]
     if missing:
         raise UsageError("missing " + " ".join(f"--{m}" for m in missing))

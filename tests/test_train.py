@@ -1,0 +1,79 @@
+"""Pure train/eval steps for one model."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fmnist_jax import data, models, train
+
+
+def _setup(cfg):
+    ds = data.load(cfg.data.dir, verify=False)
+    model = models.build(cfg)
+    state = train.create_state(model, train.optimizer(cfg, 10), jax.random.key(0), jax.random.key(1))
+    return ds, state
+
+
+class TestSteps(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_train_step_updates_and_reports(self):
+        cfg = self.cfg
+        ds, state = _setup(cfg)
+        step = self.variant(train.make_train_step(cfg))
+        idx = jnp.arange(16)
+        new, m = step(state, jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), idx)
+        assert int(new.step) == 1 and float(m.count) == 16
+        assert 0 <= float(m.correct) <= 16 and np.isfinite(float(m.loss_sum))
+        chex.assert_trees_all_equal_shapes_and_dtypes(new.params, state.params)
+        assert not jax.tree.all(jax.tree.map(jnp.array_equal, new.params, state.params))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_eval_step_masks_padding(self):
+        ds, state = _setup(self.cfg)
+        step = self.variant(train.make_eval_step(self.cfg))
+        images, labels = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels)
+        mask = jnp.arange(20) < 12
+        m, logits = step(state, images, labels, jnp.arange(20), mask)
+        m12, _ = step(state, images, labels, jnp.arange(12), jnp.ones(12, bool))
+        chex.assert_shape(logits, (20, 10))
+        chex.assert_trees_all_close(m, m12, rtol=1e-5)
+
+    def setUp(self):
+        super().setUp()
+        from configs import default
+        from conftest import write_idx_dir
+        import tempfile, pathlib
+        self.cfg = default.get_config()
+        self.cfg.data.dir = str(write_idx_dir(pathlib.Path(tempfile.mkdtemp())))
+        self.cfg.model.widths, self.cfg.model.depths = (4, 8), (1, 1)
+
+
+def test_loss_matches_optax_cross_entropy(tiny_config):
+    ds, state = _setup(tiny_config)
+    idx = jnp.arange(32)
+    m, logits = train.make_eval_step(tiny_config)(state, jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels),
+                                                  idx, jnp.ones(32, bool))
+    want = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(ds.train_labels[:32])).sum()
+    np.testing.assert_allclose(float(m.loss_sum), float(want), rtol=1e-5)
+
+
+def test_normalize_maps_to_minus_one_one(tiny_config):
+    x = train.preprocess(jnp.array([[[0, 255]]], jnp.uint8))
+    chex.assert_shape(x, (1, 1, 2, 1))
+    np.testing.assert_allclose(np.asarray(train.normalize(x, tiny_config)).ravel(), [-1.0, 1.0])
+
+
+def test_schedules_and_optimizers(tiny_config):
+    for schedule in ("constant", "cosine", "onecycle"):
+        tiny_config.optim.schedule = schedule
+        lr = train.schedule(tiny_config, steps_per_epoch=10)
+        assert float(lr(0)) >= 0 and float(lr(29)) <= tiny_config.optim.lr + 1e-9
+    tiny_config.optim.name = "sgdx"
+    try:
+        train.optimizer(tiny_config, 10)
+    except ValueError as e:
+        assert "sgdx" in str(e)
+    else:
+        raise AssertionError("unknown optimizer accepted")
