@@ -1,7 +1,9 @@
 """One config end to end: data -> folds x seeds members -> compiled steps -> epochs -> metrics and summary.
 
 Workdir layout: `config.json` (resolved config), `record.json` (versions, data hash, git,
-devices), `metrics.jsonl` (one row per member per epoch), `summary.json`.
+devices), `metrics.jsonl` (one row per member per epoch), `checkpoints/<epoch>/` (Orbax:
+stacked train state + JSON meta), `wandb/` and `wandb_runs.json` (W&B), `summary.json`.
+Re-running the same command in the same workdir resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from fmnist_jax import data, members, models, train
+from fmnist_jax import checkpoints, data, members, models, tracking, train
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
-from fmnist_jax.writers import JsonlWriter, MetricWriter
+from fmnist_jax.writers import JsonlWriter, MetricWriter, MultiWriter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +164,7 @@ def _rows(exp: Experiment, epoch: int, **split_metrics: dict[str, np.ndarray]) -
     return rows
 
 
-def _mean_std(x) -> dict[str, float]:
+def mean_std(x) -> dict[str, float]:
     x = np.asarray(x, np.float64)
     return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0}
 
@@ -176,8 +178,8 @@ def summarize(exp: Experiment, val: dict[str, np.ndarray], test: dict[str, np.nd
         "members": [{"fold": m.fold, "seed": m.seed, "val_accuracy": float(val["accuracy"][i]),
                      "test_accuracy": float(test["accuracy"][i]), "test_loss": float(test["loss"][i])}
                     for i, m in enumerate(exp.members)],
-        "val_accuracy": _mean_std(val["accuracy"]),
-        "test_accuracy": _mean_std(test["accuracy"]),
+        "val_accuracy": mean_std(val["accuracy"]),
+        "test_accuracy": mean_std(test["accuracy"]),
         "params": exp.n_params,
         "flops_per_image": models.flops_per_image(exp.model),
         "epochs": exp.config.train.epochs,
@@ -197,29 +199,97 @@ def format_summary(s: dict[str, Any]) -> str:
             f"test acc {100 * t['mean']:.2f} ± {100 * t['std']:.2f}%")
 
 
+def _meta(exp: Experiment, epoch_seconds: list[float]) -> dict[str, Any]:
+    """The checkpoint's JSON item: enough to rebuild the state without data and to refuse a different run."""
+    return {"config": exp.config.to_dict(), "data_digest": exp.dataset.digest, "steps_per_epoch": exp.steps_per_epoch,
+            "members": [dataclasses.asdict(m) for m in exp.members], "epoch_seconds": epoch_seconds}
+
+
+def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[train.TrainState, int, list[float]]:
+    """(state, finished epochs, their durations): from the latest checkpoint if there is one, else fresh."""
+    if mngr.latest_step() is None:
+        return init_state(exp), 0, []
+    epoch, meta = checkpoints.read_meta(mngr)
+    checkpoints.check_compatible(meta, exp.config, exp.dataset.digest, workdir)
+    target = checkpoints.abstract_state(exp.config, exp.steps_per_epoch, len(exp.members), exp.mesh)
+    return checkpoints.restore(mngr, target, epoch), epoch, list(meta["epoch_seconds"])
+
+
+def _keep_rows(path: Path, last_epoch: int) -> None:
+    """Drop metric rows past the restored checkpoint (logged before a kill, about to be redone)."""
+    kept = []
+    for line in (path.read_text().splitlines() if path.exists() and last_epoch else []):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if row["epoch"] <= last_epoch:
+            kept.append(line + "\n")
+    path.write_text("".join(kept))
+
+
+def _figures(exp: Experiment, logits: np.ndarray, i: int) -> dict[str, Any]:
+    """Member i's test confusion matrix and sample predictions, as matplotlib figures."""
+    from fmnist_jax import plots  # matplotlib only when figures are wanted
+    labels = exp.dataset.test_labels
+    probs = np.asarray(jax.nn.softmax(logits[i, :len(labels)]))  # drop the eval batch padding
+    preds, m = probs.argmax(-1), exp.members[i]
+    return {"test/confusion_matrix": plots.confusion(plots.confusion_matrix(labels, preds),
+                                                     title=f"{exp.config.name} {m.tag}: test confusion"),
+            "test/predictions": plots.predictions(exp.dataset.test_images, labels, probs,
+                                                  plots.pick_examples(labels, preds))}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True,
                        writer: MetricWriter | None = None) -> dict[str, Any]:
-    """Train every member of `config` together, log per-epoch metrics, evaluate on test, write the summary."""
+    """Train every member of `config` together, log per-epoch metrics, evaluate on test, write the summary.
+
+    Resumes from the workdir's latest checkpoint (refusing one made by a different config);
+    a finished run is not retrained: its summary is returned. `metrics.jsonl` is always
+    written; `writer` (if given) and W&B (unless `wandb.mode='disabled'`) get the same rows.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     exp = setup(config)
+    mngr = checkpoints.manager(workdir, config.checkpoint.max_to_keep)
+    state, start, epoch_seconds = _resume(exp, mngr, workdir)
+    summary_path = workdir / "summary.json"
+    if start == config.train.epochs and summary_path.exists():
+        mngr.close()
+        print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
+        return json.loads(summary_path.read_text())
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
-    (workdir / "record.json").write_text(json.dumps(run_record(config, exp.dataset), indent=2, default=str))
-    (workdir / "metrics.jsonl").unlink(missing_ok=True)
-    writer = writer or JsonlWriter(workdir / "metrics.jsonl")
-    state = init_state(exp)
-    epoch_seconds = []
-    epochs = tqdm(range(config.train.epochs), desc=config.name, unit="epoch", disable=not progress)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        state, train_m = train_epoch(exp, state, epoch, progress)
-        jax.block_until_ready(state)
-        epoch_seconds.append(time.perf_counter() - t0)
-        val_m, _ = evaluate(exp, state, "val")
-        writer.write(_rows(exp, epoch + 1, train=train_m, val=val_m))
-        epochs.set_postfix(train_acc=f"{train_m['accuracy'].mean():.4f}", val_acc=f"{val_m['accuracy'].mean():.4f}")
-    writer.close()
-    test_m, _ = evaluate(exp, state, "test")
-    summary = summarize(exp, val_m, test_m, epoch_seconds)
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    record = run_record(config, exp.dataset) | ({"resumed_from_epoch": start} if start else {})
+    (workdir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    _keep_rows(workdir / "metrics.jsonl", start)
+    tracker = None if config.wandb.mode == "disabled" else tracking.WandbWriter(
+        config, exp.members, workdir, extra={"params": exp.n_params, "data_digest": exp.dataset.digest}, resume=start > 0)
+    writers = MultiWriter([w for w in (JsonlWriter(workdir / "metrics.jsonl"), writer, tracker) if w is not None])
+    every = config.checkpoint.every_epochs
+    val_m = None
+    try:
+        epochs = tqdm(range(start, config.train.epochs), desc=config.name, unit="epoch", disable=not progress,
+                      initial=start, total=config.train.epochs)
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            state, train_m = train_epoch(exp, state, epoch, progress)
+            jax.block_until_ready(state)
+            epoch_seconds.append(time.perf_counter() - t0)
+            val_m, _ = evaluate(exp, state, "val")
+            writers.write(_rows(exp, epoch + 1, train=train_m, val=val_m))
+            if (every and (epoch + 1) % every == 0) or epoch + 1 == config.train.epochs:
+                checkpoints.save(mngr, epoch + 1, state, _meta(exp, epoch_seconds))
+            epochs.set_postfix(train_acc=f"{train_m['accuracy'].mean():.4f}", val_acc=f"{val_m['accuracy'].mean():.4f}")
+        if val_m is None:  # restored the final checkpoint of a run killed before its summary
+            val_m, _ = evaluate(exp, state, "val")
+        test_m, test_logits = evaluate(exp, state, "test")
+        summary = summarize(exp, val_m, test_m, epoch_seconds)
+        summary_path.write_text(json.dumps(summary, indent=2))
+        if tracker is not None:
+            tracker.write_summary(summary)
+            tracker.write_figures(lambda i: _figures(exp, test_logits, i))
+    finally:
+        writers.close()
+        mngr.wait_until_finished()
+        mngr.close()
     return summary

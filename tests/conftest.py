@@ -40,9 +40,14 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tiny_data_dir):
     """A config that trains 2 folds x 1 seed of a ~2k-param CNN in seconds on the generated data."""
+    return tiny(tiny_data_dir)
+
+
+def tiny(data_dir: Path):
+    """The `tiny_config` fixture's config, callable from module-scoped fixtures (`from conftest import tiny`)."""
     c = default.get_config()
     c.name = "tiny"
-    c.data.dir = str(tiny_data_dir)
+    c.data.dir = str(data_dir)
     c.data.verify = False
     c.cv.k = 3
     c.cv.folds = (0, 1)
@@ -52,4 +57,5 @@ def tiny_config(tiny_data_dir):
     c.train.batch_size = 16
     c.eval.batch_size = 64
     c.optim.lr = 1e-2
+    c.wandb.mode = "disabled"  # tests opt in to W&B (offline) explicitly
     return c

@@ -1,0 +1,126 @@
+"""Orbax checkpoints of the member-stacked train state, and the guard against resuming the wrong run.
+
+`workdir/checkpoints/<epoch>/` holds two items: `state` (the whole stacked TrainState:
+params, batch stats, optimiser state, step, augmentation keys; `StandardSave`) and
+`meta` (JSON: resolved config, data digest, members, steps per epoch, epoch times).
+The checkpoint step is the number of finished epochs. The state is always restored into
+an abstract target built with `jax.eval_shape` from the config alone, so restoring needs
+neither the dataset nor a training run, and the target carries the sharding to restore onto.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from fmnist_jax import members, models, train
+from fmnist_jax.cmdline import UsageError
+
+# Config keys that say where results go, not what is computed: a resumed run may change them.
+MUTABLE_KEYS = ("checkpoint", "wandb")
+
+
+class CheckpointMismatch(UsageError):
+    """The workdir's checkpoint was made by a different config or data; printed as a one-line error."""
+
+
+class NoCheckpoint(UsageError, FileNotFoundError):
+    """No (such) checkpoint: a one-line CLI error, and a FileNotFoundError to callers that can do without."""
+
+
+def directory(workdir: str | Path) -> Path:
+    return Path(workdir).resolve() / "checkpoints"
+
+
+def manager(workdir: str | Path, max_to_keep: int | None = None, create: bool = True) -> ocp.CheckpointManager:
+    """The run's manager; `create=False` for readers, so a wrong workdir is not silently created."""
+    path = directory(workdir)
+    if not create and not path.is_dir():
+        raise NoCheckpoint(f"no checkpoints in {Path(workdir)} (expected {path})")
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep or None, create=create)
+    return ocp.CheckpointManager(path, options=options, item_names=("state", "meta"))
+
+
+def save(mngr: ocp.CheckpointManager, epoch: int, state: train.TrainState, meta: dict[str, Any]) -> None:
+    """Save after `epoch` finished epochs (asynchronously: call `mngr.wait_until_finished()` before exit)."""
+    mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+
+def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> tuple[int, dict[str, Any]]:
+    """(epoch, meta) of the latest checkpoint, or of `epoch`."""
+    epoch = _step(mngr, epoch)
+    return epoch, mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def abstract_state(config: ml_collections.ConfigDict, steps_per_epoch: int, n_members: int,
+                   mesh: Mesh) -> train.TrainState:
+    """Shapes, dtypes and member-axis sharding of the stacked TrainState, computed without running anything.
+
+    `apply_fn` and `tx` are static fields, so the restored state is ready to evaluate or train.
+    """
+    model, tx = models.build(config), train.optimizer(config, steps_per_epoch)
+    keys = jax.random.split(jax.random.key(0), n_members)
+    shapes = jax.eval_shape(jax.vmap(lambda k: train.create_state(model, tx, k, k)), keys)
+    sharding = NamedSharding(mesh, P(members.AXIS))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def restore(mngr: ocp.CheckpointManager, target: train.TrainState, epoch: int | None = None) -> train.TrainState:
+    """The stacked state of the latest checkpoint (or of `epoch`) restored into `target`'s structure."""
+    return mngr.restore(_step(mngr, epoch), args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+
+
+def _step(mngr: ocp.CheckpointManager, epoch: int | None) -> int:
+    steps = mngr.all_steps()
+    if not steps:
+        raise NoCheckpoint(f"no checkpoint in {mngr.directory}")
+    if epoch is None:
+        return max(steps)
+    if epoch not in steps:
+        raise NoCheckpoint(f"no checkpoint for epoch {epoch} in {mngr.directory}; available: {sorted(steps)}")
+    return epoch
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; sequences become lists, as they are in JSON."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'key: saved -> current' for every config key that differs, ignoring `MUTABLE_KEYS`."""
+    a, b = flatten(saved), flatten(current)
+    keys = sorted(k for k in a.keys() | b.keys()
+                  if k.split(".", 1)[0] not in MUTABLE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>"))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
+
+
+def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, data_digest: str,
+                     workdir: str | Path) -> None:
+    """Refuse to resume a checkpoint made by another config or other data (raises CheckpointMismatch)."""
+    diffs = config_differences(meta["config"], config.to_dict())
+    if meta["data_digest"] != data_digest:
+        diffs.append(f"data digest: {meta['data_digest']} -> {data_digest}")
+    if diffs:
+        raise CheckpointMismatch(
+            f"{workdir} holds a checkpoint of a different run ({'; '.join(diffs)}); "
+            "use another --workdir, or delete that one to start over")
+
+
+def config_from_dict(config: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A config saved as JSON, with lists turned back into the tuples configs use."""
+    def tuples(x):
+        if isinstance(x, dict):
+            return {k: tuples(v) for k, v in x.items()}
+        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+    return ml_collections.ConfigDict(tuples(config))

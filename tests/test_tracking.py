@@ -1,0 +1,98 @@
+"""W&B: a real offline run holds the logged history, summary and images; W&B failures never stop training."""
+
+import json
+
+import numpy as np
+import pytest
+import wandb
+from matplotlib.figure import Figure
+
+from fmnist_jax import run, tracking
+from fmnist_jax.writers import read_jsonl
+
+METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
+
+
+def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
+    tiny_config.wandb.mode = "offline"
+    tiny_config.train.epochs = 2
+    summary = run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    ids = json.loads((tmp_path / tracking.RUN_IDS).read_text())
+    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
+    jsonl = read_jsonl(tmp_path / "metrics.jsonl")
+    for member, tag in enumerate(("fold0_seed0", "fold1_seed0")):
+        (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
+        history, final = tracking.offline_run(run_dir)
+        epochs = [r for r in history if "train/loss" in r]
+        assert [r["_step"] for r in epochs] == [1, 2] and all(METRICS <= r.keys() for r in epochs)
+        mine = [r for r in jsonl if r["member"] == member]
+        np.testing.assert_allclose([r["val/accuracy"] for r in epochs], [r["val_accuracy"] for r in mine])
+        images = [r for r in history if "test/confusion_matrix/_type" in r]  # media are logged as file records
+        assert len(images) == 1 and images[0]["test/predictions/_type"] == "image-file"
+        assert (run_dir / "files" / images[0]["test/confusion_matrix/path"]).is_file()
+        assert final["test_accuracy"] == pytest.approx(summary["members"][member]["test_accuracy"])
+        assert final["val_accuracy"] == pytest.approx(summary["members"][member]["val_accuracy"])
+
+
+class _FailingRun:
+    def __init__(self):
+        self.finished = False
+
+    def log(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    def finish(self):
+        self.finished = True
+
+
+def test_failures_warn_and_go_quiet(tiny_config, tmp_path, monkeypatch):
+    ms = run.members_of(tiny_config)
+    monkeypatch.setattr(wandb, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no network")))
+    with pytest.warns(UserWarning, match="W&B init failed.*no network"):
+        writer = tracking.WandbWriter(tiny_config, ms, tmp_path)
+    writer.write([{"member": 0, "fold": 0, "seed": 0, "epoch": 1, "train_loss": 1.0}])  # silently nothing
+    writer.close()
+
+    runs = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(_FailingRun()) or runs[-1])
+    writer = tracking.WandbWriter(tiny_config, ms, tmp_path)
+    with pytest.warns(UserWarning, match="W&B log failed.*disk full"):
+        writer.write([{"member": 1, "fold": 1, "seed": 0, "epoch": 1, "train_loss": 1.0}])
+    assert writer.runs == [] and all(r.finished for r in runs)
+    writer.write_figures(lambda i: {"x": Figure()})  # no runs left: no further warnings or errors
+    writer.close()
+
+
+def test_online_falls_back_to_offline(tiny_config, tmp_path, monkeypatch):
+    modes = []
+
+    def init(**kw):
+        modes.append(kw["mode"])
+        if kw["mode"] == "online":
+            raise wandb.errors.UsageError("api_key not configured")
+        return _FailingRun()
+    monkeypatch.setattr(wandb, "init", init)
+    tiny_config.wandb.mode = "online"
+    with pytest.warns(UserWarning, match="logging offline instead"):
+        writer = tracking.WandbWriter(tiny_config, run.members_of(tiny_config), tmp_path)
+    assert modes == ["online", "offline", "offline"] and len(writer.runs) == 2
+
+
+def test_training_survives_a_broken_wandb(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(wandb, "init", lambda **kw: _FailingRun())
+    tiny_config.wandb.mode = "offline"
+    tiny_config.train.epochs = 1
+    with pytest.warns(UserWarning, match="W&B log failed"):
+        summary = run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    assert len(summary["members"]) == 2 and len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
+
+
+def test_resumed_run_reuses_run_ids(tiny_config, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw["id"]) or _FailingRun())
+    ms = run.members_of(tiny_config)
+    tracking.WandbWriter(tiny_config, ms, tmp_path).close()
+    tracking.WandbWriter(tiny_config, ms, tmp_path, resume=True).close()
+    tracking.WandbWriter(tiny_config, ms, tmp_path).close()  # a fresh start gets new runs
+    assert seen[:2] == seen[2:4] and not set(seen[4:]) & set(seen[:2])
