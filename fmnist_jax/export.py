@@ -47,14 +47,6 @@ def inference_fn(config: ml_collections.ConfigDict, model: models.CNN, variables
     return fn
 
 
-def parse_member(text: str) -> tuple[int, int]:
-    try:
-        fold, seed = (int(x) for x in text.split(","))
-    except ValueError as e:
-        raise cmdline.UsageError(f"--member wants FOLD,SEED (e.g. 0,0), got {text!r}") from e
-    return fold, seed
-
-
 def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember:
     """Restore one member of a run: `member='FOLD,SEED'`, or the best by validation accuracy."""
     from fmnist_jax import evaluate, members  # lazy: orbax is only needed when restoring
@@ -67,11 +59,10 @@ def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember
     if member is None:
         i = int(np.argmax([m["val_accuracy"] for m in summary["members"]]))
     else:
-        fold, seed = parse_member(member)
         try:
-            i = evaluate.member_index(ms, fold, seed)
-        except (KeyError, ValueError) as e:
-            raise cmdline.UsageError(f"--member {member}: not in this run ({[(m.fold, m.seed) for m in ms]})") from e
+            i = evaluate.member_index(ms, *evaluate._parse_member(member))
+        except ValueError as e:
+            raise cmdline.UsageError(str(e)) from e
     s = members.unstack(state, i)
     row = summary["members"][i]
     if (row["fold"], row["seed"]) != (ms[i].fold, ms[i].seed):

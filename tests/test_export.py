@@ -105,7 +105,7 @@ def test_export_command_on_a_trained_run(tiny_config, tmp_path, capsys):
     assert export.main(["--workdir", str(workdir), "--out", str(out), "--member", f"{other['fold']},{other['seed']}",
                         "--nocheck"]) == 0
     assert json.loads((out / MANIFEST_FILE).read_text())["member"]["fold"] == other["fold"]
-    with pytest.raises(cmdline.UsageError, match="not in this run"):
+    with pytest.raises(cmdline.UsageError, match="no member fold=7 seed=0"):
         export.main(["--workdir", str(workdir), "--out", str(out), "--member", "7,0"])
     with pytest.raises(cmdline.UsageError, match="no readable summary.json"):
         export.main(["--workdir", str(tmp_path / "empty"), "--out", str(out)])
