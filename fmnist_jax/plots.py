@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fmnist_jax.data import CLASS_NAMES
 
@@ -111,7 +112,7 @@ def curves_by_member(rows: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarr
 
 def learning_curves(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
     """Loss and accuracy per epoch: each member thin, the member mean bold with a ± 1 std band."""
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
@@ -124,6 +125,7 @@ def learning_curves(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
             ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=4, label=f"{split} (mean of {len(v)})")
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -201,7 +203,7 @@ def predictions(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, idx: 
 
 def compare_curves(runs: dict[str, Sequence[dict[str, Any]]], key: str = "val_accuracy", title: str = "") -> Figure:
     """Metric `key` per epoch for several runs (e.g. ablation points): member mean with a ± 1 std band each."""
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     for name, rows in runs.items():
         epochs, v = curves_by_member(rows, key)
@@ -209,6 +211,7 @@ def compare_curves(runs: dict[str, Sequence[dict[str, Any]]], key: str = "val_ac
         (line,) = ax.plot(epochs, mean, marker="o", ms=4, label=f"{name} ({len(v)})")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(key.replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="point (members)", title_fontsize=8)

@@ -122,7 +122,7 @@ def test_logits(workdir: Path, data_digest: str) -> tuple[np.ndarray, data.Datas
     if exp.dataset.digest != data_digest:
         raise data.DataError(f"the data ({exp.dataset.digest}) is not what {workdir} was trained on ({data_digest})")
     _, logits = run.evaluate(exp, members.place(state, exp.mesh, stacked=True), "test")
-    return logits, exp.dataset
+    return logits[:, :len(exp.dataset.test_labels)], exp.dataset  # evaluate pads to whole eval batches
 
 
 def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, members: Sequence[dict]) -> list[str]:
@@ -145,6 +145,13 @@ def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, mem
             markdown_table(top_confusions(counts)), "", "![predictions](predictions.png)", ""]
 
 
+def member_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-member lines of a summary, accuracies in %."""
+    return [{"fold": m["fold"], "seed": m["seed"], "val accuracy %": f"{100 * m['val_accuracy']:.2f}",
+             "test accuracy %": f"{100 * m['test_accuracy']:.2f}", "test loss": f"{m['test_loss']:.4f}"}
+            for m in summary["members"]]
+
+
 def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
     """Figures and report.md for a run dir; returns the report path."""
     workdir = Path(workdir)
@@ -164,10 +171,11 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
           "## Summary", "",
           markdown_table([{"members": len(summary["members"]), "params": summary["params"],
                            "FLOPs/image": summary["flops_per_image"], "epochs": summary["epochs"],
-                           "steps/epoch": summary["steps_per_epoch"], "train img/s": summary["train_images_per_s"],
+                           "steps/epoch": summary["steps_per_epoch"],
+                           "train img/s": f"{summary['train_images_per_s']:.0f} on {summary['devices']} device(s)",
                            "val accuracy": _pct(summary["val_accuracy"]),
                            "test accuracy": _pct(summary["test_accuracy"])}]), "",
-          markdown_table(summary["members"]), "",
+          markdown_table(member_rows(summary)), "",
           "## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     found = test_logits(workdir, summary["data_digest"])
     if found:
