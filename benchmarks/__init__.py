@@ -1,0 +1,1 @@
+"""Speed benchmarks: `python benchmarks/speed.py --quick`."""

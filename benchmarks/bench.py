@@ -1,0 +1,332 @@
+"""The timed variants behind `benchmarks/speed.py` (imported only after XLA's flags are set).
+
+A variant is a `step()` that trains on `images` images and blocks until done. JAX
+variants use the project's own path: `run.setup` builds the K-member experiment and
+its `train_step` (members over `members.over_members`); the single model is
+`jax.jit(train.make_train_step(config))`, the step that path wraps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from configs import default
+from fmnist_jax import data, members, models, run, train
+from fmnist_jax.record import git_revision
+
+TARGETS = {"together_vs_one_by_one": 2.0, "single_vs_torch": 1.0}
+
+
+@dataclasses.dataclass
+class Variant:
+    name: str
+    what: str
+    images: int                      # images trained per step() call
+    step: Callable[[], None]
+    train_flops_per_image: float | None = None
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cycle(items: list) -> Callable[[], Any]:
+    it = iter(range(10**12))
+    return lambda: items[next(it) % len(items)]
+
+
+def _step_flops(fn: Callable, *args) -> float:
+    """FLOPs of one compiled call, from XLA's cost analysis (what XLA itself counts)."""
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+class JaxBench:
+    """The K-member experiment, K single-model states and the index batches, built once."""
+
+    def __init__(self, args: argparse.Namespace, dataset: data.Dataset):
+        cfg = default.get_config()
+        cfg.cv.k = max(5, args.members)
+        cfg.cv.folds = tuple(range(args.members))
+        cfg.train.batch_size = args.batch_size
+        cfg.members.strategy = args.strategy
+        cfg.data.verify = False
+        self.config, self.k, self.b = cfg, args.members, args.batch_size
+        self.exp = run.setup(cfg, dataset)
+        order = run.epoch_order(self.exp, 0)[: max(8, args.steps + 1)]         # [steps, K, B]
+        self.batches = [members.place(jnp.asarray(o), self.exp.mesh, stacked=False) for o in order]
+        self.single_batches = [jax.device_put(o[0]) for o in order]
+        self.arrays = (self.exp.arrays["train_images"], self.exp.arrays["train_labels"])
+        self.single_step = jax.jit(train.make_train_step(cfg), donate_argnums=(0,))
+
+    def _states(self) -> list[train.TrainState]:
+        stacked = jax.device_get(run.init_state(self.exp))
+        return [jax.device_put(members.unstack(stacked, i)) for i in range(self.k)]
+
+    def single(self) -> Variant:
+        state, nxt = self._states()[0], _cycle(self.single_batches)
+        flops = _step_flops(train.make_train_step(self.config), state, *self.arrays, self.single_batches[0])
+
+        def step():
+            nonlocal state
+            state, _ = self.single_step(state, *self.arrays, nxt())
+            jax.block_until_ready(state)
+        return Variant("single", "JAX, one model: jit(train.make_train_step)", self.b, step, flops / self.b)
+
+    def one_by_one(self) -> Variant:
+        states, nxt = self._states(), _cycle(self.batches)
+
+        def step():
+            idx = nxt()
+            for i in range(self.k):
+                states[i], _ = self.single_step(states[i], *self.arrays, idx[i])
+            jax.block_until_ready(states)
+        return Variant("one_by_one", f"JAX, {self.k} models one after another, same single-model step",
+                       self.k * self.b, step)
+
+    def _members(self, name: str, what: str, train_step: Callable) -> Variant:
+        state, nxt = run.init_state(self.exp), _cycle(self.batches)
+
+        def step():
+            nonlocal state
+            state, _ = train_step(state, *self.arrays, nxt())
+            jax.block_until_ready(state)
+        return Variant(name, what, self.k * self.b, step)
+
+    def together(self) -> Variant:
+        strategy = members.resolve_strategy(self.config.members.strategy)
+        return self._members("together", f"JAX, {self.k} members in one program: run.setup's train_step "
+                             f"(strategy {strategy}, {self.exp.mesh.size} device(s))", self.exp.train_step)
+
+    def vmap(self) -> Variant:
+        step = members.over_members(train.make_train_step(self.config), (0, None, None, 0), self.exp.mesh, "vmap",
+                                    donate_argnums=(0,))
+        return self._members("vmap", f"JAX, {self.k} members via plain vmap (grouped convolutions)", step)
+
+    def single_dp(self) -> Variant:
+        """One model with its batch split over the host CPU devices (data parallel, same math)."""
+        mesh = Mesh(np.array(jax.devices()), ("batch",))
+        rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+        state = jax.device_put(self._states()[0], rep)
+        arrays = jax.device_put(self.arrays, rep)
+        batches = [jax.device_put(b, split) for b in self.single_batches]
+        step_fn = jax.jit(train.make_train_step(self.config), donate_argnums=(0,), out_shardings=(rep, rep))
+        nxt = _cycle(batches)
+
+        def step():
+            nonlocal state
+            state, _ = step_fn(state, *arrays, nxt())
+            jax.block_until_ready(state)
+        return Variant("single_dp", f"JAX, one model, batch split over {mesh.size} host CPU devices", self.b, step)
+
+
+class TorchBench:
+    def __init__(self, args: argparse.Namespace, dataset: data.Dataset, jb: JaxBench):
+        import torch
+        import torch.utils.flop_counter
+        from benchmarks import torch_twin
+        self.torch, self.twin, self.b = torch, torch_twin, args.batch_size
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(0)
+        self.images = torch.from_numpy(np.array(dataset.train_images))
+        self.labels = torch.from_numpy(np.array(dataset.train_labels)).long()
+        self.batches = [torch.from_numpy(np.asarray(b)).long() for b in jb.single_batches]
+
+    def variant(self, channels_last: bool) -> Variant:
+        model = self.twin.TorchCNN()
+        step_fn = self.twin.make_train_step(model, self.images, self.labels, channels_last=channels_last)
+        nxt = _cycle(self.batches)
+        with self.torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            step_fn(nxt())
+        name = "torch_cl" if channels_last else "torch"
+        layout = "channels_last (NHWC)" if channels_last else "NCHW"
+        return Variant(name, f"PyTorch {self.torch.__version__}, same CNN, {layout}, "
+                       f"{self.twin.count_params(model):,} params", self.b, lambda: step_fn(nxt()),
+                       counter.get_total_flops() / self.b)
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
+    """Best f32 GFLOP/s of a large matmul in XLA: a measured ceiling for this machine and load."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _summary(xs: list[float]) -> dict[str, float]:
+    return {"best": max(xs), "median": statistics.median(xs), "worst": min(xs)}
+
+
+def _ratios(per_round: dict[str, list[float]], num: str, den: str) -> dict[str, float] | None:
+    if num not in per_round or den not in per_round:
+        return None
+    a, b = per_round[num], per_round[den]
+    return {"best": max(a) / max(b), "median": statistics.median(a) / statistics.median(b),
+            "paired_median": statistics.median(x / y for x, y in zip(a, b))}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    load_start = _loadavg()
+    dataset = data.load(verify=False)
+    jb = JaxBench(args, dataset)
+    model = jb.exp.model
+    forward_flops = models.flops_per_image(model)
+    variants: list[Variant] = []
+    skipped: dict[str, str] = {}
+    tb = None
+    for name in args.variants:
+        if name.startswith("torch"):
+            if tb is None:
+                try:
+                    tb = TorchBench(args, dataset, jb)
+                except ImportError as e:
+                    skipped[name] = f"PyTorch not installed ({e}); pip install '.[bench]' to compare"
+                    print(f"skipping {name}: {skipped[name]}")
+                    continue
+            variants.append(tb.variant(channels_last=name == "torch_cl"))
+        elif name == "single_dp" and jax.device_count() < 2:
+            skipped[name] = "needs --cpu-devices 2 or more"
+            print(f"skipping {name}: {skipped[name]}")
+        else:
+            variants.append(getattr(jb, name)())
+    single_flops = next((v.train_flops_per_image for v in variants if v.name == "single"), None)
+    if single_flops is None:
+        single_flops = _step_flops(train.make_train_step(jb.config), jb._states()[0], *jb.arrays, jb.single_batches[0]) / jb.b
+    for v in variants:
+        if v.name.startswith(("together", "one_by_one", "vmap", "single_dp")):
+            v.train_flops_per_image = single_flops
+        t = time.perf_counter()
+        v.step()   # compile (JAX) / allocator and thread-pool warm-up (PyTorch)
+        v.step()
+        print(f"{v.name}: warm-up {time.perf_counter() - t:.1f}s")
+    ceiling = matmul_ceiling()
+
+    per_round: dict[str, list[float]] = {v.name: [] for v in variants}
+    loads = []
+    for r in range(args.rounds):
+        rotated = variants[r % len(variants):] + variants[: r % len(variants)]
+        for v in rotated:
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                v.step()
+            per_round[v.name].append(args.steps * v.images / (time.perf_counter() - t))
+        loads.append(_loadavg())
+        print(f"round {r + 1}/{args.rounds} load {loads[-1]}: " +
+              ", ".join(f"{n} {xs[-1]:.0f}" for n, xs in per_round.items()))
+
+    results = {}
+    for v in variants:
+        s = _summary(per_round[v.name])
+        gflops = {k: x * v.train_flops_per_image / 1e9 for k, x in s.items()} if v.train_flops_per_image else None
+        results[v.name] = {"what": v.what, "images_per_call": v.images, "images_per_s": s,
+                           "per_round": per_round[v.name], "train_flops_per_image": v.train_flops_per_image,
+                           "gflops_per_s": gflops}
+    ratios = {"together_vs_one_by_one": _ratios(per_round, "together", "one_by_one"),
+              "single_vs_torch": _ratios(per_round, "single", "torch"),
+              "single_vs_torch_cl": _ratios(per_round, "single", "torch_cl"),
+              "together_vs_single": _ratios(per_round, "together", "single"),
+              "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
+              "single_dp_vs_single": _ratios(per_round, "single_dp", "single")}
+    return {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/speed.py " + " ".join(f"'{a}'" if " " in a else a for a in args.argv),
+        "settings": {k: v for k, v in vars(args).items() if k != "argv"},
+        "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+                    "jax_devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
+                    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                    "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")},
+                    "git": git_revision()},
+        "load_average": {"start": load_start, "per_round": loads, "end": _loadavg(),
+                         "note": "1/5/15-minute load averages; the machine has os.cpu_count() cores"},
+        "model": {"jax": "models.CNN(widths=(32, 64, 56), depths=(2, 2, 1))", "jax_params": jb.exp.n_params,
+                  "torch_params": tb and tb.twin.count_params(tb.twin.TorchCNN()),
+                  "forward_flops_per_image": forward_flops, "train_flops_per_image": single_flops},
+        "matmul_ceiling_gflops": ceiling,
+        "results": results,
+        "ratios": {k: v for k, v in ratios.items() if v},
+        "targets": TARGETS,
+        "skipped": skipped,
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m, mod = r["machine"], r["model"]
+    lines = [
+        f"# Training throughput, {r['time']}",
+        "",
+        f"`{r['command']}`",
+        "",
+        f"- machine: {m['cpu']}, {m['cpu_count']} cores, {m['platform']}; JAX devices {len(m['jax_devices'])} "
+        f"({m['backend']}); XLA_FLAGS=`{m['xla_flags'] or '(none)'}`",
+        f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + f"; git {m['git']}",
+        f"- load average (1/5/15 min) at start {r['load_average']['start']}, end {r['load_average']['end']}, "
+        f"after each round {r['load_average']['per_round']}",
+        f"- model: JAX {mod['jax_params']:,} params" + (f", PyTorch twin {mod['torch_params']:,} params (conv bias=False)"
+                                                        if mod["torch_params"] else "")
+        + f"; forward {mod['forward_flops_per_image'] / 1e6:.1f} MFLOP/image, train step "
+        f"{mod['train_flops_per_image'] / 1e6:.1f} MFLOP/image (XLA cost analysis)",
+        f"- measured f32 matmul ceiling (XLA, 2048², best of 5): {r['matmul_ceiling_gflops']:.0f} GFLOP/s",
+        f"- batch {r['settings']['batch_size']}, {r['settings']['steps']} steps per variant per round, "
+        f"{r['settings']['rounds']} interleaved rounds; {r['seconds']:.0f} s in all",
+        "",
+        "| variant | img/s best | img/s median | GFLOP/s best | % of matmul ceiling | what |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, v in r["results"].items():
+        ips, g = v["images_per_s"], v["gflops_per_s"]
+        gcol = f"{g['best']:.1f} | {100 * g['best'] / r['matmul_ceiling_gflops']:.0f}%" if g else "– | –"
+        lines.append(f"| {name} | {ips['best']:.0f} | {ips['median']:.0f} | {gcol} | {v['what']} |")
+    lines += ["", "| ratio | best/best | median/median | paired median | target |", "|---|---:|---:|---:|---|"]
+    for name, x in r["ratios"].items():
+        target = r["targets"].get(name)
+        verdict = "" if target is None else f"≥ {target:.1f}x: {'met' if x['paired_median'] >= target else 'not met'}"
+        lines.append(f"| {name} | {x['best']:.2f} | {x['median']:.2f} | {x['paired_median']:.2f} | {verdict} |")
+    if "torch" in r["results"]:
+        t = r["results"]["torch"]["train_flops_per_image"]
+        lines += ["", f"PyTorch's FlopCounterMode counts {t / 1e6:.1f} MFLOP/image for its train step "
+                      "(convolutions and matmuls only)."]
+    for name, why in r["skipped"].items():
+        lines.append(f"\nSkipped {name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(markdown(report))
