@@ -147,8 +147,10 @@ def decode(raw: bytes, name: str = "input", invert: Invert = "auto") -> np.ndarr
         with Image.open(io.BytesIO(raw)) as image:
             image.load()
             grey = _greyscale(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: not a PNG/JPEG (or other image), IDX or .npy file ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not a PNG/JPEG (or other image), IDX or .npy file") from e
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: image too large ({e})") from e
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt image data
         raise ImageError(f"{name}: corrupt image ({e})") from e
     if grey.size == 0:
