@@ -1,0 +1,146 @@
+"""Orbax round trip, resume after SIGKILL == uninterrupted run, and refusal of a different config."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+
+from fmnist_jax import checkpoints, evaluate, members, run
+from fmnist_jax.writers import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Trains the config in argv[1] into workdir argv[2]; with argv[3] = N, hangs (to be killed) right after
+# the epoch-N metrics are logged and before that epoch is checkpointed: the worst moment to die.
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+from fmnist_jax import checkpoints, run
+
+class Hang:
+    def write(self, rows):
+        if len(sys.argv) > 3 and rows[0]["epoch"] == int(sys.argv[3]):
+            Path(sys.argv[2], "hanging").touch()
+            time.sleep(600)
+    def close(self):
+        pass
+
+config = checkpoints.config_from_dict(json.loads(Path(sys.argv[1]).read_text()))
+run.train_and_evaluate(config, sys.argv[2], progress=False, writer=Hang())
+"""
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_data_dir):
+    """An uninterrupted 3-epoch tiny run: (config, workdir, summary)."""
+    config, workdir = tiny(tiny_data_dir), tmp_path_factory.mktemp("reference")
+    return config, workdir, run.train_and_evaluate(config, workdir, progress=False)
+
+
+def _drive(tmp_path: Path, config, workdir: Path, hang_epoch: int | None = None) -> subprocess.Popen:
+    (tmp_path / "driver.py").write_text(DRIVER)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    args = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "config.json"), str(workdir)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # the resumed process reuses the first's compiles
+    return subprocess.Popen(args + ([str(hang_epoch)] if hang_epoch else []), env=env, cwd=ROOT)
+
+
+def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path):
+    config, ref_dir, ref_summary = reference
+    workdir = tmp_path / "killed"
+    proc = _drive(tmp_path, config, workdir, hang_epoch=2)
+    deadline = time.time() + 300
+    while not ((workdir / "hanging").exists() and (workdir / "checkpoints" / "1").is_dir()):
+        assert proc.poll() is None and time.time() < deadline, "driver ended or stalled before the kill point"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoints.manager(workdir, create=False).all_steps() == [1]
+    assert max(r["epoch"] for r in read_jsonl(workdir / "metrics.jsonl")) == 2  # logged, never checkpointed
+
+    assert _drive(tmp_path, config, workdir).wait(timeout=300) == 0
+    resumed = json.loads((workdir / "summary.json").read_text())
+    assert json.loads((workdir / "record.json").read_text())["resumed_from_epoch"] == 1
+    for key in ("val_accuracy", "test_accuracy"):
+        chex.assert_trees_all_close(resumed[key], ref_summary[key])
+    chex.assert_trees_all_close(resumed["members"], ref_summary["members"], rtol=1e-6)
+    # epoch 2 was logged twice (before the kill, after the resume): only one copy is kept
+    ref_rows, rows = read_jsonl(ref_dir / "metrics.jsonl"), read_jsonl(workdir / "metrics.jsonl")
+    assert [(r["member"], r["epoch"]) for r in rows] == [(r["member"], r["epoch"]) for r in ref_rows]
+    chex.assert_trees_all_close(rows, ref_rows, rtol=1e-6)
+    chex.assert_trees_all_close(evaluate.load_trained(workdir)[2].params, evaluate.load_trained(ref_dir)[2].params,
+                                rtol=1e-6)
+
+
+def test_checkpoint_round_trip(reference):
+    config, workdir, summary = reference
+    mngr = checkpoints.manager(workdir, create=False)
+    assert mngr.all_steps() == [2, 3]  # every epoch, max_to_keep=2
+    epoch, meta = checkpoints.read_meta(mngr)
+    assert epoch == 3 and meta["data_digest"] == summary["data_digest"]
+    assert meta["members"] == [{"fold": 0, "seed": 0}, {"fold": 1, "seed": 0}]
+    assert checkpoints.config_from_dict(meta["config"]).to_dict() == config.to_dict()
+
+    target = checkpoints.abstract_state(config, meta["steps_per_epoch"], 2, members.make_mesh(2))
+    state = checkpoints.restore(mngr, target)
+    state = state.replace(  # a different state (every leaf changed), saved and restored under a new step
+        step=state.step + 5, params=jax.tree.map(lambda x: x + 1.5, state.params),
+        batch_stats=jax.tree.map(lambda x: x * 2.0, state.batch_stats),
+        opt_state=jax.tree.map(lambda x: x + 1, state.opt_state), key=jax.vmap(jax.random.fold_in, (0, None))(state.key, 9))
+    checkpoints.save(mngr, 7, state, meta)
+    mngr.wait_until_finished()
+    restored = checkpoints.restore(mngr, target, 7)
+    chex.assert_trees_all_equal(restored.params, state.params)
+    chex.assert_trees_all_equal(restored.batch_stats, state.batch_stats)
+    chex.assert_trees_all_equal(restored.opt_state, state.opt_state)
+    chex.assert_trees_all_equal(restored.step, state.step)
+    chex.assert_trees_all_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
+    assert restored.apply_fn is not None
+    mngr.delete(7)
+    mngr.close()
+
+
+def test_finished_run_is_not_retrained(reference, capsys):
+    config, workdir, summary = reference
+    before = (workdir / "metrics.jsonl").read_text()
+    config = checkpoints.config_from_dict(config.to_dict())
+    config.wandb.group = "elsewhere"  # where results go may change
+    config.checkpoint.every_epochs = 2
+    assert run.train_and_evaluate(config, workdir, progress=False) == summary
+    assert "not retraining" in capsys.readouterr().out
+    assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_different_config_is_refused(reference):
+    config, workdir, _ = reference
+    config = checkpoints.config_from_dict(config.to_dict())
+    config.optim.lr = 0.5
+    config.train.epochs = 4
+    with pytest.raises(checkpoints.CheckpointMismatch, match=r"optim\.lr: 0\.01 -> 0\.5.*train\.epochs: 3 -> 4"):
+        run.train_and_evaluate(config, workdir, progress=False)
+
+
+def test_load_trained_one_member(reference):
+    config, workdir, summary = reference
+    loaded, ms, state = evaluate.load_trained(workdir)
+    assert loaded.to_dict() == config.to_dict()
+    assert ms == [run.Member(0, 0), run.Member(1, 0)]
+    i = evaluate.member_index(ms, 1, 0)
+    one = members.unstack(state, i)
+    assert int(one.step) == 3 * json.loads((workdir / "summary.json").read_text())["steps_per_epoch"]
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    chex.assert_shape(one.apply_fn({"params": one.params, "batch_stats": one.batch_stats}, x, train=False), (2, 10))
+    with pytest.raises(ValueError, match=r"fold=4 seed=0.*\(0, 0\), \(1, 0\)"):
+        evaluate.member_index(ms, 4, 0)
+    with pytest.raises(FileNotFoundError, match="no checkpoint for epoch 1"):
+        evaluate.load_trained(workdir, step=1)
