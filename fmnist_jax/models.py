@@ -39,6 +39,17 @@ class ConvBlock(nn.Module):
         return nn.relu(y)
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2/2 max-pool as a reshape and a max: the same values as `nn.max_pool(x, (2, 2), (2, 2))`
+    (odd edges dropped alike), but its gradient is an elementwise mask where reduce_window's
+    lowers on XLA:CPU to index iotas, a 5-output reduce_window and a scatter; measured 1.19x
+    faster train steps for the reference CNN (results/bench/README.md).
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class CNN(nn.Module):
     widths: Sequence[int] = (32, 64, 56)
     depths: Sequence[int] = (2, 2, 1)
@@ -50,7 +61,7 @@ class CNN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for stage, (width, depth) in enumerate(zip(self.widths, self.depths)):
             if stage:
-                x = nn.max_pool(x, (2, 2), (2, 2))
+                x = max_pool_2x2(x)
             for _ in range(depth):
                 x = ConvBlock(width, self.batch_norm, self.residual)(x, train)
         return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
