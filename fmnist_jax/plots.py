@@ -148,7 +148,7 @@ def confusion(counts: np.ndarray, class_names: Sequence[str] = CLASS_NAMES, titl
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), r in np.ndenumerate(rates):
         if counts[i, j]:
-            ax.text(j, i, f"{100 * r:.0f}" if r >= 0.005 else "<1", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{100 * r:.0f}" if r >= 0.01 else "<1", ha="center", va="center", fontsize=7,
                     color="white" if r > 0.5 else "black")
     k = len(class_names)
     ax.set_xticks(np.arange(k), class_names, rotation=45, ha="right")
