@@ -84,7 +84,8 @@ class WandbWriter:
             for row in rows:
                 metrics = {k.replace("_", "/", 1): v for k, v in row.items()
                            if k not in ("member", "fold", "seed", "epoch")}
-                self.runs[row["member"]].log({**metrics, "epoch": row["epoch"]}, step=row["epoch"])
+                # commit now: an uncommitted row is lost if the process is killed before the next epoch
+                self.runs[row["member"]].log({**metrics, "epoch": row["epoch"]}, step=row["epoch"], commit=True)
         if self.runs:
             self._guard("log", log)
 
@@ -98,7 +99,7 @@ class WandbWriter:
             self._guard("summary", put)
 
     def write_figures(self, figures: Callable[[int], dict[str, Any]]) -> None:
-        """Log `figures(i)` (name -> matplotlib Figure) to member i's run as images."""
+        """Log `figures(i)` (name -> matplotlib Figure) to member i's run as images (at the step after the last)."""
         def put():
             import wandb
             for i, run in enumerate(self.runs):

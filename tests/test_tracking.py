@@ -17,6 +17,7 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
     tiny_config.wandb.mode = "offline"
     tiny_config.train.epochs = 2
     summary = run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    wandb.teardown()  # finish() may return before wandb-core has written the last records: wait for it
     dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     ids = json.loads((tmp_path / tracking.RUN_IDS).read_text())
     assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
