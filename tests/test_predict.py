@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy_helpers import tiny_member
-from fmnist_jax import cmdline, data, export, predict, run
+from conftest import make_images
+from deploy_helpers import export_untrained
+from fmnist_jax import cmdline, data, predict, run
 from fmnist_jax.exported import ExportedModel
 
 
-@pytest.fixture
-def model_dir(tiny_config, tmp_path):
-    trained, test_images = tiny_member(tiny_config)
-    export.export_model(trained, tmp_path / "model")
-    return tmp_path / "model", test_images
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict") / "model"
+    export_untrained(out)
+    return out, make_images(np.arange(5), seed=0)
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_command_text_and_json(model_dir, files, capsys):
     assert lines[0].count("%") == 3 and "notes.txt" in err and "missing.png" in err
     assert predict.main(["--model", str(out), "--json", "--top_k", "1", files[0], files[3]]) == 0  # ... good ones 0
     doc = json.loads(capsys.readouterr().out)
-    assert len(doc["predictions"]) == 4 and doc["errors"] == [] and doc["model"]["fold"] == 1
+    assert len(doc["predictions"]) == 4 and doc["errors"] == [] and doc["model"] == {"fold": 0, "seed": 0}
     assert set(doc["predictions"][0]) >= {"file", "index", "class", "class_index", "probability", "probabilities"}
 
 

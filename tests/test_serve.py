@@ -11,14 +11,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import jax
 import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
 
-from configs import default
-from fmnist_jax import data, export, models, serve
+from deploy_helpers import export_untrained
+from fmnist_jax import data, serve
 from fmnist_jax.exported import ExportedModel
 
 MAX_BODY, MAX_BATCH = 64 * 1024, 8
@@ -26,13 +25,9 @@ MAX_BODY, MAX_BATCH = 64 * 1024, 8
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """An exported small CNN with random weights: the service's behaviour does not depend on training."""
-    config = default.get_config()
-    config.model.widths, config.model.depths = (8, 16), (1, 1)
-    model = models.build(config)
-    trained = export.TrainedMember(config, model, models.init_variables(model, jax.random.key(0)), {"fold": 0, "seed": 0})
+    """The service's behaviour does not depend on training: random weights will do."""
     out = tmp_path_factory.mktemp("served") / "model"
-    export.export_model(trained, out)
+    export_untrained(out)
     return out
 
 
