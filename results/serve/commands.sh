@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Deployment end to end on a trained run: export, predict on real test images saved as files,
-# serve and call it over HTTP, measure inference speed. Every output lands next to this script.
-#   results/serve/commands.sh [RUN_WORKDIR] [PORT]     (default runs/deploy_smoke, 8765)
+# serve and call it over HTTP, measure inference speed. Outputs go to OUT_DIR (default: next to this script).
+#   results/serve/commands.sh [RUN_WORKDIR] [PORT] [OUT_DIR]   (default runs/deploy_smoke, 8765, this folder)
 set -euo pipefail
 RUN=${1:-runs/deploy_smoke}
 PORT=${2:-8765}
-OUT=$(dirname "$0")
+OUT=${3:-$(dirname "$0")}
+mkdir -p "$OUT"
 MODEL=$RUN/exported
 SAMPLES=$OUT/samples
 
