@@ -101,3 +101,23 @@ def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
                           f"({n - limit:,} too many) with widths={tuple(model.widths)}, depths={tuple(model.depths)}")
     return n
 
+
+
+def fit_width(model: CNN, limit: int = MAX_PARAMS) -> CNN:
+    """`model` with every stage's width scaled by one factor, the largest whose count stays within `limit`.
+
+    Compares depths at equal parameter counts: a deeper net gets narrower stages, a
+    shallower one wider, all keeping the reference's width ratios.
+    """
+    def scaled(s: float) -> CNN:
+        return model.clone(widths=tuple(max(1, round(w * s)) for w in model.widths))
+
+    lo, hi = 0.0, 1.0
+    while count_params(scaled(hi)) <= limit:
+        lo, hi = hi, 2 * hi
+    while max(h - l for h, l in zip(scaled(hi).widths, scaled(lo).widths)) > 1:  # to within a channel
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count_params(scaled(mid)) <= limit else (lo, mid)
+    if count_params(scaled(lo)) > limit:
+        raise BudgetError(f"no width fits depths={tuple(model.depths)} within {limit:,} parameters")
+    return scaled(lo)

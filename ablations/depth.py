@@ -1,0 +1,35 @@
+"""Depth ablation: conv blocks per stage from (1,1,1) to (3,3,3).
+
+`grid.fit_width=True` (the default) fits each depth's widths to the parameter budget
+(`models.fit_width`), so depths are compared at equal parameter counts (~97-99k);
+`depth.py:fixed` gives every depth the same widths, those that fit the deepest net
+within budget, so deeper also means more parameters.
+"""
+
+import ml_collections
+
+from configs import default
+from fmnist_jax import models
+
+BASELINE = "d221"
+DEPTHS = ((1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 3, 2), (3, 3, 3))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg not in (None, "fixed"):
+        raise ValueError(f"unknown argument {arg!r} for depth.py; known: fixed")
+    c = default.get_config()
+    c.name = "depth"
+    c.grid = ml_collections.ConfigDict(dict(fit_width=arg != "fixed"))
+    return c
+
+
+def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
+    m = config.model
+    base = models.CNN(widths=tuple(m.widths), depths=DEPTHS[-1], batch_norm=m.batch_norm, residual=m.residual)
+    shared = models.fit_width(base, config.max_params).widths
+    points = []
+    for depths in DEPTHS:
+        widths = models.fit_width(base.clone(depths=depths), config.max_params).widths if config.grid.fit_width else shared
+        points.append(("d" + "".join(map(str, depths)), {"model.depths": depths, "model.widths": widths}))
+    return points

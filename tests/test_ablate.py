@@ -1,0 +1,169 @@
+"""Ablation grids: expansion, the budget check before training, resumption, paired tests, table and chart."""
+
+import csv
+import json
+from pathlib import Path
+
+import chex
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from fmnist_jax import ablate, models, run
+from fmnist_jax.cmdline import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load(name: str):
+    return ablate.load_grid_module(REPO / "ablations" / f"{name}.py")
+
+
+def test_augmentation_grid_expands_to_full_configs():
+    module = load("augmentation")
+    base = module.get_config()
+    base.train.epochs = 7  # an override on the base reaches every point
+    points = ablate.expand(base, module.get_grid(base))
+    assert [p.name for p in points] == ["none", "hflip", "vflip", "hflip_vflip", "crop", "crop_hflip",
+                                        "crop_hflip_erase"]
+    assert {p.name: p.config.augment for p in points}["hflip_vflip"] == "flip_lr|flip_ud"
+    assert all(p.config.train.epochs == 7 for p in points)
+    assert len({p.config.name for p in points}) == len(points)
+    assert all(p.config.wandb.group == "augmentation" and p.config.wandb.job_type == p.name for p in points)
+    assert module.BASELINE in {p.name for p in points}
+    assert base.augment == "flip_lr"  # expanding does not touch the base
+
+
+def test_expand_refuses_unknown_keys_and_bad_names(tiny_config):
+    with pytest.raises(KeyError, match="model.widht"):
+        ablate.expand(tiny_config, [("a", {"model.widht": (4, 8)})])
+    with pytest.raises(KeyError, match="nope.x"):
+        ablate.expand(tiny_config, [("a", {"nope.x": 1})])
+    with pytest.raises(ValueError, match="repeated"):
+        ablate.expand(tiny_config, [("a", {}), ("a", {})])
+    with pytest.raises(ValueError, match="directory"):
+        ablate.expand(tiny_config, [("../a", {})])
+
+
+@pytest.mark.parametrize("name,arg", [("width", None), ("depth", None), ("depth", "fixed")])
+def test_width_and_depth_grids_within_budget(name, arg):
+    module = load(name)
+    base = module.get_config(arg)
+    points = ablate.expand(base, module.get_grid(base))
+    counts = ablate.check_budgets(points)
+    assert max(counts.values()) <= models.MAX_PARAMS
+    assert "grid" not in points[0].config  # grid options are not part of what trains
+    if name == "depth" and arg is None:  # fit_width: depths compared at (nearly) equal parameter counts
+        assert min(counts.values()) > 0.95 * models.MAX_PARAMS
+    if name == "depth" and arg == "fixed":
+        assert len({tuple(p.config.model.widths) for p in points}) == 1
+        assert sorted(counts.values()) == list(counts.values())
+
+
+def test_fit_width_fills_the_budget():
+    model = models.fit_width(models.CNN(widths=(8, 16), depths=(2, 2)), 5_000)
+    n = models.count_params(model)
+    assert n <= 5_000 < models.count_params(model.clone(widths=tuple(w + 1 for w in model.widths)))
+    assert model.depths == (2, 2)
+
+
+def write_ablation(directory: Path, config, points: dict[str, dict]) -> Path:
+    """An ablation file over `config` (its fields written out literally) with the given points."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "tiny_grid.py"
+    path.write_text(
+        "import ml_collections\n"
+        f"def get_config(arg=None):\n    return ml_collections.ConfigDict({config.to_dict()!r})\n"
+        f"def get_grid(config):\n    return list({points!r}.items())\n")
+    return path
+
+
+def test_over_budget_point_refused_before_anything_trains(tiny_config, tmp_path, monkeypatch):
+    tiny_config.max_params = 3_000
+    path = write_ablation(tmp_path / "ablations", tiny_config,
+                          {"small": {"model.widths": (8, 16)}, "big": {"model.widths": (32, 64)}})
+    monkeypatch.setattr(run, "train_and_evaluate", lambda *a, **k: pytest.fail("trained before the budget check"))
+    with pytest.raises(models.BudgetError, match=r"1 of 2 grid points .*: big has 19,562 \(limit 3,000\)"):
+        ablate.main([str(path), "--workdir", str(tmp_path / "work")])
+    assert not (tmp_path / "work").exists()
+
+
+def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, monkeypatch, capsys):
+    tiny_config.cv.folds = (0,)  # one member: the runner is under test here, not the member axis
+    tiny_config.train.epochs = 2
+    tiny_config.wandb.mode = "disabled"
+    path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {"augment": "none"}, "b": {"augment": "flip_lr"}})
+    work = tmp_path / "work"
+    ablate.main([str(path), "--workdir", str(work), "--point", "a", "--progress=false"])
+    assert (work / "a" / "summary.json").exists() and not (work / "b").exists()
+
+    real_epoch = run.train_epoch
+    def interrupted(exp, state, epoch, progress=True):
+        if epoch == 1:
+            raise KeyboardInterrupt  # b is killed in its second epoch, after the first one's checkpoint
+        return real_epoch(exp, state, epoch, progress)
+    monkeypatch.setattr(run, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ablate.main([str(path), "--workdir", str(work), "--progress=false"])
+    assert not (work / "b" / "summary.json").exists() and json.loads((work / "b" / "ablate.json").read_text())["wall_s"] > 0
+
+    monkeypatch.setattr(run, "train_epoch", real_epoch)
+    trained = []
+    real = run.train_and_evaluate
+    monkeypatch.setattr(run, "train_and_evaluate", lambda c, d, **k: trained.append(Path(d).name) or real(c, d, **k))
+    capsys.readouterr()
+    ablate.main([str(path), "--workdir", str(work), "--progress=false"])
+    assert trained == ["b"]
+    out = capsys.readouterr().out
+    assert "[1/2] a (augment=none): finished, skipped" in out and "[2/2] b (augment=flip_lr): resuming" in out
+    assert json.loads((work / "b" / "record.json").read_text())["resumed_from_epoch"] == 1
+    table = list(csvrows(work / "table.csv"))
+    assert [r["point"] for r in table] == ["a", "b"]
+    assert int(table[1]["members"]) == 1 and not np.isnan(float(table[1]["test_delta"]))
+    assert (work / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+    ablate.main([str(path), "--workdir", str(work), "--progress=false"])  # all done: nothing trains
+    assert trained == ["b"]
+    with pytest.raises(UsageError, match="unknown --point"):
+        ablate.main([str(path), "--workdir", str(work), "--point", "c"])
+    with pytest.raises(UsageError, match="different config.*train.epochs"):  # never mixes runs in one table
+        ablate.main([str(path), "--workdir", str(work), "--config.train.epochs=3"])
+
+
+def csvrows(path: Path):
+    with open(path) as f:
+        yield from csv.DictReader(f)
+
+
+def members(acc: list[float], folds=(0, 1, 2)) -> list[dict]:
+    return [{"fold": f, "seed": 0, "test_accuracy": a, "val_accuracy": a} for f, a in zip(folds, acc)]
+
+
+def test_paired_test_matches_members_by_fold_and_seed():
+    a, b = [0.80, 0.82, 0.85], [0.81, 0.84, 0.86]
+    delta, p = ablate.paired(members(a), list(reversed(members(b))), "test_accuracy")  # order must not matter
+    chex.assert_trees_all_close(delta, np.mean(np.subtract(b, a)))
+    chex.assert_trees_all_close(p, stats.ttest_rel(b, a).pvalue)
+    assert all(np.isnan(ablate.paired(members(a), members(b, folds=(0, 1, 3)), "test_accuracy")))
+
+
+def test_markdown_and_chart_from_a_table():
+    row = dict(point="p", overrides="augment=none", params=1000, flops_per_image=2e6, members=3,
+               val_acc_mean=0.9, val_acc_std=0.01, test_acc_mean=0.89, test_acc_std=0.02,
+               test_delta=0.004, test_p=0.03, val_delta=float("nan"), val_p=float("nan"), wall_s=12.0)
+    md = ablate.to_markdown([row, dict(row, point="base")], "base")
+    assert "| p | `augment=none` | 1,000 | 2.00 | 3 | 90.00 ± 1.00 | 89.00 ± 2.00 | +0.40 (p=0.030) | — | 12 |" in md
+    assert "**base**" in md
+    fig = ablate.bar_chart([row, dict(row, point="base")], "t", baseline="base")
+    assert len(fig.axes[0].patches) == 4
+
+
+def test_sweep_export_is_a_wandb_grid_over_points(tmp_path):
+    out = tmp_path / "sweep.yaml"
+    assert ablate.main([str(REPO / "ablations" / "width.py"), "--workdir", "runs/w", "--config.train.epochs=2",
+                        "--export_sweep", str(out)]) == 0
+    spec = yaml.safe_load(out.read_text())
+    assert spec["method"] == "grid" and spec["program"] == "fmnist_jax/cli.py"
+    assert spec["parameters"]["point"]["values"] == ["w0.25", "w0.5", "w0.75", "w1.0"]
+    assert "--config.train.epochs=2" in spec["command"] and spec["command"][-1] == "${args}"
