@@ -85,7 +85,7 @@ def tiny_real_ablation(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("nb_ablation")
     points = ablate.expand(c, [("hflip", {"augment": "flip_lr"}), ("none", {"augment": "none"})])
     ablate.run_grid(points, workdir, progress=False)
-    ablate.write_results(points, workdir, workdir, "hflip", "tests/test_notebooks.py")
+    ablate.write_results("nbtest", points, workdir, workdir, "hflip", "tests/test_notebooks.py")
     return workdir
 
 

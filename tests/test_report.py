@@ -47,7 +47,7 @@ def test_ablation_report_uses_the_ablation_table(tiny_config, tmp_path):
     tiny_config.train.epochs = 2
     points = ablate.expand(tiny_config, [("flip", {"augment": "flip_lr"}), ("none", {"augment": "none"})])
     ablate.run_grid(points, tmp_path, progress=False)
-    ablate.write_results(points, tmp_path, tmp_path, "flip", "test")
+    ablate.write_results("tiny", points, tmp_path, tmp_path, "flip", "test")
     table, baseline, _ = report.read_ablation(tmp_path)
     assert baseline == "flip" and [r["point"] for r in table] == ["flip", "none"]
     assert isinstance(table[0]["test_acc_mean"], float) and isinstance(table[0]["params"], int)
