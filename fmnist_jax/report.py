@@ -2,7 +2,7 @@
 
 A run dir (summary.json + metrics.jsonl) gets learning curves, the per-member table, the
 model summary and, when it holds a checkpoint, a test-set confusion matrix and sample
-predictions. An ablation dir gets its comparison table and bar chart. `--eda` writes the
+predictions. An ablation dir gets its table, bar chart and per-point validation curves. `--eda` writes the
 data-exploration figures instead. Everything lands in `DIR/report/` (or `--out`) next to
 `report.md`, which links the PNGs by relative path so the folder can be copied anywhere.
 """
@@ -43,6 +43,13 @@ def _interior_calls(model: nn.Module, variables: Any, x: jax.ShapeDtypeStruct) -
     return calls
 
 
+def _describe(layer: nn.Module, x: Any) -> str:
+    if not isinstance(layer, models.ConvBlock):
+        return type(layer).__name__
+    skip = layer.residual and x.shape[-1] == layer.features  # as ConvBlock decides
+    return "conv3x3" + " + BN" * layer.batch_norm + " + ReLU" + " + skip" * skip
+
+
 def model_table(model: nn.Module) -> list[dict[str, Any]]:
     """One row per layer (each conv block, the head) with output shape, parameters and forward FLOPs.
 
@@ -57,10 +64,7 @@ def model_table(model: nn.Module) -> list[dict[str, Any]]:
         own = {col: tree[layer.name] for col, tree in variables.items() if layer.name in tree}
         apply = functools.partial(lambda v, x, layer, rest: layer.apply(v, x, *rest), layer=layer, rest=args[1:])
         flops = jax.jit(apply).lower(own, args[0]).cost_analysis()["flops"]
-        what = type(layer).__name__
-        if isinstance(layer, models.ConvBlock):
-            what = "conv3x3" + (" + BN" if layer.batch_norm else "") + " + ReLU" + (" + skip" if layer.residual and args[0].shape[-1] == layer.features else "")
-        rows.append({"layer": layer.name, "op": what, "output": tuple(out.shape[1:]),
+        rows.append({"layer": layer.name, "op": _describe(layer, args[0]), "output": tuple(out.shape[1:]),
                      "params": sum(p.size for p in jax.tree.leaves(own.get("params", {}))), "flops": float(flops)})
     total = models.flops_per_image(model)
     rows.append({"layer": "(pooling)", "op": "max-pool, global average pool", "output": "",
@@ -202,7 +206,8 @@ def read_ablation(directory: str | Path) -> tuple[list[dict[str, Any]], str, str
     """(table rows, baseline point, table.md text) of an ablation dir written by `fmnist-jax ablate`."""
     directory = Path(directory)
     with open(directory / "table.csv", newline="") as f:
-        table = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        table = [{k: v if k in ("point", "overrides") else _number(v) for k, v in row.items()}
+                 for row in csv.DictReader(f)]
     text = (directory / "table.md").read_text()
     found = re.search(r"Baseline: \*\*([^*]+)\*\*", text)
     return table, found.group(1) if found else table[0]["point"], text

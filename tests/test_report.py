@@ -100,3 +100,11 @@ def test_usage_errors(tmp_path):
         report.main(["--eda"])
     with pytest.raises(UsageError, match="missing --workdir"):
         report.main([])
+
+
+def test_read_ablation_keeps_point_names_as_text(tmp_path):
+    row = {c: 0.5 for c in ablate.COLUMNS} | {"point": "2", "overrides": "model.depths=2", "params": 900, "members": 2}
+    ablate.write_csv([row], tmp_path / "table.csv")
+    (tmp_path / "table.md").write_text("# Ablation: d\n\nBaseline: **2**. ...\n")
+    table, baseline, _ = report.read_ablation(tmp_path)
+    assert baseline == "2" and table[0]["point"] == "2" and table[0]["params"] == 900 and table[0]["val_acc_mean"] == 0.5
