@@ -84,7 +84,7 @@ class WandbWriter:
             for row in rows:
                 metrics = {k.replace("_", "/", 1): v for k, v in row.items()
                            if k not in ("member", "fold", "seed", "epoch")}
-                # commit now: an uncommitted row is lost if the process is killed before the next epoch
+                # commit now, not at the next step: the row is handed to wandb-core at once
                 self.runs[row["member"]].log({**metrics, "epoch": row["epoch"]}, step=row["epoch"], commit=True)
         if self.runs:
             self._guard("log", log)
