@@ -117,7 +117,7 @@ def _define(fv: flags.FlagValues) -> None:
                         flag_values=fv)
 
 
-def _parse_member(text: str | None) -> tuple[int, int] | None:
+def parse_member(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     try:
@@ -129,7 +129,7 @@ def _parse_member(text: str | None) -> tuple[int, int] | None:
 
 def main(argv: list[str]) -> int:
     fv = cmdline.parse(argv, _define, required=("workdir",))
-    member = _parse_member(fv.member)
+    member = parse_member(fv.member)
     from fmnist_jax import plots
     report = evaluate_run(fv.workdir, member, fv.step)
     out = Path(fv.out or Path(fv.workdir) / "eval")

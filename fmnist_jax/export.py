@@ -60,7 +60,7 @@ def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember
         i = int(np.argmax([m["val_accuracy"] for m in summary["members"]]))
     else:
         try:
-            i = evaluate.member_index(ms, *evaluate._parse_member(member))
+            i = evaluate.member_index(ms, *evaluate.parse_member(member))
         except ValueError as e:
             raise cmdline.UsageError(str(e)) from e
     s = members.unstack(state, i)
