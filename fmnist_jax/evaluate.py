@@ -79,7 +79,7 @@ def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, ste
     exp = run.setup(config, dataset)
     test, logits = run.evaluate(exp, members.place(state, exp.mesh, stacked=True), "test")
     labels = dataset.test_labels
-    cms = [plots.confusion_matrix(labels, lg[:len(labels)].argmax(-1)) for lg in logits]  # logits are padded
+    cms = [plots.confusion_matrix(labels, lg.argmax(-1)) for lg in logits]
     per_class = np.stack([np.diag(c) / np.maximum(c.sum(1), 1) for c in cms])
     return {
         "workdir": str(Path(workdir).resolve()), "name": config.name, "epoch": epoch, "data_digest": dataset.digest,

@@ -132,7 +132,10 @@ def train_epoch(exp: Experiment, state: train.TrainState, epoch: int, progress: 
 
 
 def evaluate(exp: Experiment, state: train.TrainState, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-member loss/accuracy on 'val' (each member's own held-out fold) or 'test'; also logits [M, N, 10]."""
+    """Per-member loss/accuracy on 'val' (each member's own held-out fold) or 'test'; also logits [M, N, 10].
+
+    N is the split's size (for 'val', the largest fold's: shorter folds are padded at the end).
+    """
     if split == "val":
         idx_list, images, labels = exp.val_idx, exp.arrays["train_images"], exp.arrays["train_labels"]
     elif split == "test":
@@ -151,7 +154,8 @@ def evaluate(exp: Experiment, state: train.TrainState, split: str) -> tuple[dict
         m, lg = exp.eval_step(state, images, labels, *members.place((idx[:, s:s + bs], mask[:, s:s + bs]), exp.mesh, True))
         total = m if total is None else total.merge(m)
         logits.append(lg)
-    return total.compute(), np.concatenate([np.asarray(x) for x in logits], axis=1)
+    n = max(map(len, idx_list))
+    return total.compute(), np.concatenate([np.asarray(x) for x in logits], axis=1)[:, :n]
 
 
 def _rows(exp: Experiment, epoch: int, **split_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -232,7 +236,7 @@ def _figures(exp: Experiment, logits: np.ndarray, i: int) -> dict[str, Any]:
     """Member i's test confusion matrix and sample predictions, as matplotlib figures."""
     from fmnist_jax import plots  # matplotlib only when figures are wanted
     labels = exp.dataset.test_labels
-    probs = np.asarray(jax.nn.softmax(logits[i, :len(labels)]))  # drop the eval batch padding
+    probs = np.asarray(jax.nn.softmax(logits[i]))
     preds, m = probs.argmax(-1), exp.members[i]
     return {"test/confusion_matrix": plots.confusion(plots.confusion_matrix(labels, preds),
                                                      title=f"{exp.config.name} {m.tag}: test confusion"),
