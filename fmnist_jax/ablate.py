@@ -226,7 +226,8 @@ def to_markdown(table: Table, baseline: str) -> str:
              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in table:
         name = f"**{r['point']}**" if r["point"] == baseline else r["point"]
-        lines.append(f"| {name} | `{r['overrides']}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
+        overrides = r["overrides"].replace("|", "\\|")  # a bare | would split the cell
+        lines.append(f"| {name} | `{overrides}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
                      f"{r['members']} | {_pct(r['val_acc_mean'], r['val_acc_std'])} | "
                      f"{_pct(r['test_acc_mean'], r['test_acc_std'])} | {_delta(r['test_delta'], r['test_p'])} | "
                      f"{_delta(r['val_delta'], r['val_p'])} | {r['wall_s']:.0f} |")

@@ -152,7 +152,8 @@ def test_markdown_and_chart_from_a_table():
     row = dict(point="p", overrides="augment=none", params=1000, flops_per_image=2e6, members=3,
                val_acc_mean=0.9, val_acc_std=0.01, test_acc_mean=0.89, test_acc_std=0.02,
                test_delta=0.004, test_p=0.03, val_delta=float("nan"), val_p=float("nan"), wall_s=12.0)
-    md = ablate.to_markdown([row, dict(row, point="base")], "base")
+    md = ablate.to_markdown([row, dict(row, point="base", overrides="augment=flip_lr|flip_ud")], "base")
+    assert "`augment=flip_lr\\|flip_ud`" in md
     assert "| p | `augment=none` | 1,000 | 2.00 | 3 | 90.00 ± 1.00 | 89.00 ± 2.00 | +0.40 (p=0.030) | — | 12 |" in md
     assert "**base**" in md
     fig = ablate.bar_chart([row, dict(row, point="base")], "t", baseline="base")
