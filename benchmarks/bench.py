@@ -15,12 +15,14 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -29,7 +31,7 @@ from configs import default
 from fmnist_jax import data, members, models, run, train
 from fmnist_jax.record import git_revision
 
-TARGETS = {"together_vs_one_by_one": 2.0, "single_vs_torch": 1.0}
+TARGETS = {"together_vs_one_by_one": 2.0, "single_vs_torch": 1.0, "single_vs_torch_cl": 1.0}
 
 
 @dataclasses.dataclass
@@ -62,6 +64,13 @@ def _version(pkg: str) -> str | None:
 def _cycle(items: list) -> Callable[[], Any]:
     it = iter(range(10**12))
     return lambda: items[next(it) % len(items)]
+
+
+def _option(kv: str) -> tuple[str, Any]:
+    key, _, val = kv.partition("=")
+    if val.lower() in ("true", "false"):
+        return key, val.lower() == "true"
+    return key, int(val) if val.lstrip("-").isdigit() else val
 
 
 def _step_flops(fn: Callable, *args) -> float:
@@ -102,6 +111,38 @@ class JaxBench:
             state, _ = self.single_step(state, *self.arrays, nxt())
             jax.block_until_ready(state)
         return Variant("single", "JAX, one model: jit(train.make_train_step)", self.b, step, flops / self.b)
+
+    def single_with_options(self, spec: str) -> Variant:
+        """'NAME:key=val;...' -> the single-model step compiled with those XLA options (paired with 'single')."""
+        name, _, opts = spec.partition(":")
+        options = dict(_option(kv) for kv in opts.split(";") if kv)
+        state, nxt = self._states()[0], _cycle(self.single_batches)
+        compiled = jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
+            state, *self.arrays, self.single_batches[0]).compile(compiler_options=options)
+
+        def step():
+            nonlocal state
+            state, _ = compiled(state, *self.arrays, nxt())
+            jax.block_until_ready(state)
+        return Variant(f"single[{name}]", f"JAX, one model, compiled with {options}", self.b, step)
+
+    def single_flax_pool(self) -> Variant:
+        """The single step as before the max-pool change: traced with flax's `nn.max_pool` (reduce_window)."""
+        state, nxt = self._states()[0], _cycle(self.single_batches)
+        product_pool = models.max_pool_2x2
+        models.max_pool_2x2 = lambda x: nn.max_pool(x, (2, 2), (2, 2))
+        try:
+            compiled = jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
+                state, *self.arrays, self.single_batches[0]).compile()
+        finally:
+            models.max_pool_2x2 = product_pool
+
+        def step():
+            nonlocal state
+            state, _ = compiled(state, *self.arrays, nxt())
+            jax.block_until_ready(state)
+        return Variant("single_flax_pool", "JAX, one model, with flax nn.max_pool (the step before models.max_pool_2x2)",
+                       self.b, step)
 
     def one_by_one(self) -> Variant:
         states, nxt = self._states(), _cycle(self.batches)
@@ -160,7 +201,7 @@ class TorchBench:
         torch.manual_seed(0)
         self.images = torch.from_numpy(np.array(dataset.train_images))
         self.labels = torch.from_numpy(np.array(dataset.train_labels)).long()
-        self.batches = [torch.from_numpy(np.asarray(b)).long() for b in jb.single_batches]
+        self.batches = [torch.from_numpy(np.array(b)).long() for b in jb.single_batches]
 
     def variant(self, channels_last: bool) -> Variant:
         model = self.twin.TorchCNN()
@@ -225,11 +266,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"skipping {name}: {skipped[name]}")
         else:
             variants.append(getattr(jb, name)())
+    variants += [jb.single_with_options(spec) for spec in args.options]
     single_flops = next((v.train_flops_per_image for v in variants if v.name == "single"), None)
     if single_flops is None:
         single_flops = _step_flops(train.make_train_step(jb.config), jb._states()[0], *jb.arrays, jb.single_batches[0]) / jb.b
     for v in variants:
-        if v.name.startswith(("together", "one_by_one", "vmap", "single_dp")):
+        if not v.name.startswith("torch") and v.train_flops_per_image is None:
             v.train_flops_per_image = single_flops
         t = time.perf_counter()
         v.step()   # compile (JAX) / allocator and thread-pool warm-up (PyTorch)
@@ -262,10 +304,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
               "single_vs_torch_cl": _ratios(per_round, "single", "torch_cl"),
               "together_vs_single": _ratios(per_round, "together", "single"),
               "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
-              "single_dp_vs_single": _ratios(per_round, "single_dp", "single")}
+              "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
+              "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
+              **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")}}
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/speed.py " + " ".join(f"'{a}'" if " " in a else a for a in args.argv),
+        "command": shlex.join(["python", "benchmarks/speed.py", *args.argv]),
         "settings": {k: v for k, v in vars(args).items() if k != "argv"},
         "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
                     "jax_devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),

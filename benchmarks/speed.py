@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/speed.py` from anywhere
 
-VARIANTS = ("single", "together", "one_by_one", "vmap", "single_dp", "torch", "torch_cl")
-DEFAULT_VARIANTS = "single,together,one_by_one,torch,torch_cl"
+VARIANTS = ("single", "single_flax_pool", "together", "one_by_one", "vmap", "single_dp", "torch", "torch_cl")
+DEFAULT_VARIANTS = "single,single_flax_pool,together,one_by_one,torch,torch_cl"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,6 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5, quick 3)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--strategy", default="auto", help="members.strategy for 'together' (auto, unroll, vmap)")
+    p.add_argument("--options", action="append", default=[], metavar="NAME:KEY=VAL;...",
+                   help="extra variant 'single[NAME]': the single-model step compiled with these XLA compiler "
+                        "options, timed in the same rounds as 'single' (repeatable)")
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
     p.add_argument("--cpu-devices", type=int, default=1, help="host CPU devices JAX exposes (jax_num_cpu_devices)")
     p.add_argument("--out", default="results/bench/cpu", help="output path without extension")
