@@ -103,7 +103,6 @@ def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
     return n
 
 
-
 def fit_width(model: CNN, limit: int = MAX_PARAMS) -> CNN:
     """`model` with every stage's width scaled by one factor, the largest whose count stays within `limit`.
 
