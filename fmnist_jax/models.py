@@ -43,8 +43,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2/2 max-pool as a reshape and a max: the same values as `nn.max_pool(x, (2, 2), (2, 2))`
     (odd edges dropped alike), but its gradient is an elementwise mask where reduce_window's
     lowers on XLA:CPU to four index iotas, a 5-output reduce_window and a scatter; train steps
-    of the reference CNN 1.09-1.20x faster (paired medians of interleaved rounds on the loaded
-    2-core CPU, results/bench/README.md).
+    of the reference CNN 1.09-1.30x faster (paired medians of interleaved rounds on the 2-core
+    CPU, 1.30x when quiet; results/bench/README.md).
     """
     b, h, w, c = x.shape
     x = x[:, : h - h % 2, : w - w % 2]
