@@ -52,13 +52,14 @@ def member_index(ms: list[run.Member], fold: int, seed: int) -> int:
                      f"{[(m.fold, m.seed) for m in ms]}")
 
 
-def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None
-                 ) -> dict[str, Any]:
-    """Test metrics of the restored members: per member, mean ± std, per class, confusion matrices."""
-    import jax
-    import numpy as np
+def test_logits(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None):
+    """Restore a run (or one member), check the data is what it was trained on, evaluate on test.
 
-    from fmnist_jax import checkpoints, data, members, plots, run
+    Returns (config, members, dataset, per-member test metrics, logits [M, N, 10], epoch).
+    """
+    import jax
+
+    from fmnist_jax import checkpoints, data, members, run
     config, ms, state = load_trained(workdir, step)
     mngr = checkpoints.manager(workdir, create=False)
     try:
@@ -78,6 +79,16 @@ def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, ste
         raise data.DataError(f"the data ({dataset.digest}) is not what {workdir} was trained on ({meta['data_digest']})")
     exp = run.setup(config, dataset)
     test, logits = run.evaluate(exp, members.place(state, exp.mesh, stacked=True), "test")
+    return config, ms, dataset, test, logits, epoch
+
+
+def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None
+                 ) -> dict[str, Any]:
+    """Test metrics of the restored members: per member, mean ± std, per class, confusion matrices."""
+    import numpy as np
+
+    from fmnist_jax import data, plots, run
+    config, ms, dataset, test, logits, epoch = test_logits(workdir, member, step)
     labels = dataset.test_labels
     cms = [plots.confusion_matrix(labels, lg.argmax(-1)) for lg in logits]
     per_class = np.stack([np.diag(c) / np.maximum(c.sum(1), 1) for c in cms])

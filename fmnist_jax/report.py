@@ -115,18 +115,14 @@ def top_confusions(counts: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
             for i, j in zip(*np.unravel_index(order, counts.shape)) if off[i, j]]
 
 
-def test_logits(workdir: Path, data_digest: str) -> tuple[np.ndarray, data.Dataset] | None:
+def test_logits(workdir: Path) -> tuple[np.ndarray, data.Dataset] | None:
     """(per-member test logits [M, N, 10], dataset) from the run's latest checkpoint; None without one."""
-    from fmnist_jax import evaluate, members, run  # orbax and compilation: only when a checkpoint exists
+    from fmnist_jax import evaluate  # orbax and compilation: only when a checkpoint exists
     try:
-        config, _, state = evaluate.load_trained(workdir)
+        _, _, dataset, _, logits, _ = evaluate.test_logits(workdir)
     except FileNotFoundError:
         return None
-    exp = run.setup(config)
-    if exp.dataset.digest != data_digest:
-        raise data.DataError(f"the data ({exp.dataset.digest}) is not what {workdir} was trained on ({data_digest})")
-    _, logits = run.evaluate(exp, members.place(state, exp.mesh, stacked=True), "test")
-    return logits, exp.dataset
+    return logits, dataset
 
 
 def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, members: Sequence[dict]) -> list[str]:
@@ -181,7 +177,7 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
                            "test accuracy": _pct(summary["test_accuracy"])}]), "",
           markdown_table(member_rows(summary)), "",
           "## Learning curves", "", "![learning curves](learning_curves.png)", ""]
-    found = test_logits(workdir, summary["data_digest"])
+    found = test_logits(workdir)
     if found:
         md += write_test_figures(out, *found, summary["members"])
     else:
