@@ -52,8 +52,11 @@ def member_index(ms: list[run.Member], fold: int, seed: int) -> int:
                      f"{[(m.fold, m.seed) for m in ms]}")
 
 
-def test_logits(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None):
+def test_logits(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None,
+                tta_flip: bool | None = None):
     """Restore a run (or one member), check the data is what it was trained on, evaluate on test.
+
+    `tta_flip` overrides the run's test-time flip averaging (None: as trained).
 
     Returns (config, members, dataset, per-member test metrics, logits [M, N, 10], epoch).
     """
@@ -74,6 +77,9 @@ def test_logits(workdir: str | Path, member: tuple[int, int] | None = None, step
         state, ms = jax.tree.map(lambda x: x[i:i + 1], state), [ms[i]]
         config = ml_collections.ConfigDict(config.to_dict())
         config.cv.folds, config.seeds = (ms[0].fold,), (ms[0].seed,)
+    if tta_flip is not None:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.eval.tta_flip = tta_flip
     dataset = data.load(config.data.dir or None, config.data.source, config.data.verify)
     if dataset.digest != meta["data_digest"]:
         raise data.DataError(f"the data ({dataset.digest}) is not what {workdir} was trained on ({meta['data_digest']})")
@@ -82,18 +88,19 @@ def test_logits(workdir: str | Path, member: tuple[int, int] | None = None, step
     return config, ms, dataset, test, logits, epoch
 
 
-def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None
-                 ) -> dict[str, Any]:
+def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None,
+                 tta_flip: bool | None = None) -> dict[str, Any]:
     """Test metrics of the restored members: per member, mean ± std, per class, confusion matrices."""
     import numpy as np
 
     from fmnist_jax import data, plots, run
-    config, ms, dataset, test, logits, epoch = test_logits(workdir, member, step)
+    config, ms, dataset, test, logits, epoch = test_logits(workdir, member, step, tta_flip)
     labels = dataset.test_labels
     cms = [plots.confusion_matrix(labels, lg.argmax(-1)) for lg in logits]
     per_class = np.stack([np.diag(c) / np.maximum(c.sum(1), 1) for c in cms])
     return {
         "workdir": str(Path(workdir).resolve()), "name": config.name, "epoch": epoch, "data_digest": dataset.digest,
+        "tta_flip": bool(config.eval.get("tta_flip", False)),
         "members": [{"fold": m.fold, "seed": m.seed, "test_accuracy": float(test["accuracy"][i]),
                      "test_loss": float(test["loss"][i]),
                      "per_class_accuracy": dict(zip(data.CLASS_NAMES, per_class[i].tolist())),
@@ -107,7 +114,8 @@ def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, ste
 
 def format_report(r: dict[str, Any]) -> str:
     pct = lambda ms: f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}%"  # noqa: E731
-    lines = [f"{r['name']} at epoch {r['epoch']} ({r['workdir']})", "member          test acc   test loss"]
+    lines = [f"{r['name']} at epoch {r['epoch']} ({r['workdir']}); test-time flip averaging "
+             f"{'on' if r.get('tta_flip') else 'off'}", "member          test acc   test loss"]
     lines += [f"fold {m['fold']} seed {m['seed']:<4d} {100 * m['test_accuracy']:8.2f}%  {m['test_loss']:9.4f}"
               for m in r["members"]]
     lines += [f"test accuracy over {len(r['members'])} member(s): {pct(r['test_accuracy'])}", "",
@@ -124,6 +132,8 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("workdir", None, "A `fmnist-jax train` workdir.", flag_values=fv)
     flags.DEFINE_string("member", None, "Only this member, as FOLD,SEED (default: all).", flag_values=fv)
     flags.DEFINE_integer("step", None, "Checkpoint to restore, in finished epochs (default: latest).", flag_values=fv)
+    flags.DEFINE_enum("tta_flip", None, ["true", "false"],
+                      "Test-time flip averaging on or off (default: as the run was configured).", flag_values=fv)
     flags.DEFINE_string("out", None, "Where evaluation.json and confusion.png go (default: WORKDIR/eval).",
                         flag_values=fv)
 
@@ -142,10 +152,12 @@ def main(argv: list[str]) -> int:
     fv = cmdline.parse(argv, _define, required=("workdir",))
     member = parse_member(fv.member)
     from fmnist_jax import plots
-    report = evaluate_run(fv.workdir, member, fv.step)
+    tta_flip = None if fv.tta_flip is None else fv.tta_flip == "true"
+    report = evaluate_run(fv.workdir, member, fv.step, tta_flip)
     out = Path(fv.out or Path(fv.workdir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    suffix = (f"_fold{member[0]}_seed{member[1]}" if member else "") + (f"_epoch{fv.step}" if fv.step else "")
+    suffix = ((f"_fold{member[0]}_seed{member[1]}" if member else "") + (f"_epoch{fv.step}" if fv.step else "")
+              + ("" if tta_flip is None else f"_tta_{fv.tta_flip}"))
     (out / f"evaluation{suffix}.json").write_text(json.dumps(report, indent=2))
     acc = report["test_accuracy"]
     plots.save(plots.confusion(report["confusion"], title=f"{report['name']} epoch {report['epoch']}: test confusion, "

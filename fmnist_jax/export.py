@@ -40,10 +40,10 @@ class TrainedMember:
 
 def inference_fn(config: ml_collections.ConfigDict, model: models.CNN, variables: dict[str, Any]
                  ) -> Callable[[jax.Array], jax.Array]:
-    """uint8 [B, 28, 28] -> logits [B, 10], with exactly the training eval preprocessing."""
+    """uint8 [B, 28, 28] -> logits [B, 10], with exactly the training eval preprocessing (and flip averaging)."""
     def fn(images_u8: jax.Array) -> jax.Array:
         x = train.normalize(train.preprocess(images_u8), config)
-        return model.apply(variables, x, train=False)
+        return train.infer(model.apply, variables, x, config.eval.get("tta_flip", False))
     return fn
 
 

@@ -89,10 +89,22 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
     return train_step
 
 
+def infer(apply_fn: Callable, variables: dict, x: jax.Array, tta_flip: bool) -> jax.Array:
+    """Eval-mode logits; with `tta_flip`, the mean of the logits of x and of x mirrored left-right.
+
+    Test-time flip averaging costs a second forward pass and no training; it is sound only
+    for models trained with `flip_lr` (mirrored garments are then in-distribution).
+    """
+    logits = apply_fn(variables, x, train=False)
+    return (logits + apply_fn(variables, x[:, :, ::-1], train=False)) / 2 if tta_flip else logits
+
+
 def make_eval_step(config: ml_collections.ConfigDict) -> Callable:
     """`eval_step(state, images_u8, labels, idx, mask) -> (Metrics, logits)`; plain cross-entropy."""
+    tta_flip = config.eval.get("tta_flip", False)  # absent from configs saved before it existed
+
     def eval_step(state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array, mask: jax.Array):
         x, y = normalize(preprocess(images_u8[idx]), config), labels[idx]
-        logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+        logits = infer(state.apply_fn, {"params": state.params, "batch_stats": state.batch_stats}, x, tta_flip)
         return Metrics.from_logits(logits, y, _losses(logits, y, 0.0), mask), logits
     return eval_step

@@ -46,7 +46,7 @@ def test_expand_refuses_unknown_keys_and_bad_names(tiny_config):
         ablate.expand(tiny_config, [("../a", {})])
 
 
-@pytest.mark.parametrize("name,arg", [("width", None), ("depth", None), ("depth", "fixed")])
+@pytest.mark.parametrize("name,arg", [("width", None), ("depth", None), ("depth", "fixed"), ("best_recipe", None)])
 def test_width_and_depth_grids_within_budget(name, arg):
     module = load(name)
     base = module.get_config(arg)

@@ -44,6 +44,20 @@ def test_evaluate_one_member_at_a_step(trained):
     np.testing.assert_allclose(report["members"][0]["test_accuracy"], summary["members"][1]["test_accuracy"], rtol=1e-6)
 
 
+def test_flip_averaging_can_be_switched_at_evaluation(trained):
+    workdir, summary = trained
+    _, _, _, plain, plain_logits, _ = evaluate.test_logits(workdir)
+    _, _, _, _, tta_logits, _ = evaluate.test_logits(workdir, tta_flip=True)
+    assert not np.allclose(plain_logits, tta_logits, atol=1e-4)
+    np.testing.assert_allclose(plain["accuracy"], [m["test_accuracy"] for m in summary["members"]], rtol=1e-6)
+    assert evaluate.main(["--workdir", str(workdir), "--tta_flip", "true"]) == 0
+    report = json.loads((workdir / "eval" / "evaluation_tta_true.json").read_text())
+    assert report["tta_flip"] is True
+    np.testing.assert_allclose([m["test_accuracy"] for m in report["members"]],
+                               (tta_logits.argmax(-1) == run.setup(evaluate.load_trained(workdir)[0]).dataset.test_labels
+                                ).mean(-1), rtol=1e-6)
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--member", "1"], "FOLD,SEED"),
     (["--member", "2,0"], r"no member fold=2 seed=0"),

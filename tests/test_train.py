@@ -59,6 +59,21 @@ def test_loss_matches_optax_cross_entropy(tiny_config):
     np.testing.assert_allclose(float(m.loss_sum), float(want), rtol=1e-5)
 
 
+def test_flip_averaging_is_invariant_to_mirroring(tiny_config):
+    ds, state = _setup(tiny_config)
+    images, labels, idx, mask = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels), jnp.arange(8), jnp.ones(8, bool)
+    plain = train.make_eval_step(tiny_config)
+    tiny_config.eval.tta_flip = True
+    tta = train.make_eval_step(tiny_config)
+    _, lg = tta(state, images, labels, idx, mask)
+    _, lg_mirrored = tta(state, images[:, :, ::-1], labels, idx, mask)
+    _, lg_plain = plain(state, images, labels, idx, mask)
+    _, lg_plain_mirrored = plain(state, images[:, :, ::-1], labels, idx, mask)
+    chex.assert_trees_all_close(lg, lg_mirrored, atol=1e-5)
+    chex.assert_trees_all_close(lg, (lg_plain + lg_plain_mirrored) / 2, atol=1e-5)
+    assert not np.allclose(lg_plain, lg_plain_mirrored, atol=1e-3)  # the untrained net is not symmetric itself
+
+
 def test_normalize_maps_to_minus_one_one(tiny_config):
     x = train.preprocess(jnp.array([[[0, 255]]], jnp.uint8))
     chex.assert_shape(x, (1, 1, 2, 1))
