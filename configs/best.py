@@ -4,8 +4,9 @@ Chosen by cross-validation on the training set only (`ablations/best_recipe.py`,
 accuracy of folds 0 and 1; results/best/README.md): a FLOP-lean residual CNN that does one
 conv at 28x28 and the rest at 14x14 and 7x7 (96,978 params, 16.8 MFLOP/image, 1.7x the
 reference CNN's training throughput on the 2-core CPU), random 2-pixel crops + horizontal
-flips (no vertical flip: it cost 3.6 points in results/ablation_augmentation), AdamW with
-warmup and cosine decay, and test-time flip averaging. The final run trains seeds 0, 1, 2
+flips (no vertical flip: it cost 3.6 points in results/ablation_augmentation), label
+smoothing 0.1 (the CV's best point; random erasing and a leaner net lost), AdamW with
+warmup and cosine decay, and test-time flip averaging. The final run trains seeds 0-3
 together on the original study's 80/20 split (fold 0 of k=5); test is touched once, at the end.
 """
 
@@ -17,13 +18,13 @@ from configs import default
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = default.get_config("smoke" if arg == "smoke" else None)
     c.name = "best" if arg != "smoke" else "best_smoke"
-    c.seeds = (0, 1, 2)
+    c.seeds = (0, 1, 2, 3)
     c.cv.folds = (0,)
     c.model.widths, c.model.depths, c.model.residual = (24, 48, 64), (1, 2, 2), True
     c.augment = "crop(2)|flip_lr"
-    c.train.label_smoothing = 0.0
+    c.train.label_smoothing = 0.1
     c.optim.update(name="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0)
     c.eval.tta_flip = True
     if arg != "smoke":
-        c.train.epochs = 30
+        c.train.epochs = 36
     return c
