@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from configs import default
+from configs import best, default
 from fmnist_jax import models
 
 
@@ -13,6 +13,14 @@ def test_reference_cnn_count_matches_hand_count():
     convs = [(1, 32), (32, 32), (32, 64), (64, 64), (64, 56)]
     expected = sum(9 * i * o + 2 * o for i, o in convs) + 56 * 10 + 10   # conv weights, BN scale+bias, dense
     assert models.count_params(models.build(default.get_config())) == expected == 98_122
+
+
+def test_best_model_hand_count_within_budget():
+    """configs/best.py: one conv at 28x28, residual blocks at 14x14 and 7x7 (shortcuts add no parameters)."""
+    convs = [(1, 24), (24, 48), (48, 48), (48, 64), (64, 64)]
+    expected = sum(9 * i * o + 2 * o for i, o in convs) + 64 * 10 + 10
+    for arg in (None, "smoke"):
+        assert models.check_budget(models.build(best.get_config(arg))) == expected == 96_978
 
 
 @pytest.mark.parametrize("residual,batch_norm", [(False, True), (True, True), (True, False)])
