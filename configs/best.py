@@ -2,8 +2,8 @@
 
 Chosen by cross-validation on the training set only (`ablations/best_recipe.py`, val
 accuracy of folds 0 and 1; results/best/README.md): a FLOP-lean residual CNN that does one
-conv at 28x28 and the rest at 14x14 and 7x7 (96,978 params, 16.8 MFLOP/image, 1.7x the
-reference CNN's training throughput on the 2-core CPU), random 2-pixel crops + horizontal
+conv at 28x28 and the rest at 14x14 and 7x7 (96,978 params, 16.8 MFLOP/image against
+the reference CNN's 36.8, so about twice the epochs per CPU hour), random 2-pixel crops + horizontal
 flips (no vertical flip: it cost 3.6 points in results/ablation_augmentation), label
 smoothing 0.1 (the CV's best point; random erasing and a leaner net lost), AdamW with
 warmup and cosine decay, and test-time flip averaging. The final run trains seeds 0-3
