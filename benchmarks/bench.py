@@ -66,6 +66,18 @@ def _cycle(items: list) -> Callable[[], Any]:
     return lambda: items[next(it) % len(items)]
 
 
+def _stepping(name: str, what: str, images: int, step_fn: Callable, state: Any, arrays: tuple, batches: list,
+              flops_per_image: float | None = None) -> Variant:
+    """A variant whose step() advances `state` by one `step_fn` call on the next batch and blocks until done."""
+    nxt = _cycle(batches)
+
+    def step():
+        nonlocal state
+        state, _ = step_fn(state, *arrays, nxt())
+        jax.block_until_ready(state)
+    return Variant(name, what, images, step, flops_per_image)
+
+
 def _option(kv: str) -> tuple[str, Any]:
     key, _, val = kv.partition("=")
     if val.lower() in ("true", "false"):
@@ -102,47 +114,36 @@ class JaxBench:
         stacked = jax.device_get(run.init_state(self.exp))
         return [jax.device_put(members.unstack(stacked, i)) for i in range(self.k)]
 
-    def single(self) -> Variant:
-        state, nxt = self._states()[0], _cycle(self.single_batches)
-        flops = _step_flops(train.make_train_step(self.config), state, *self.arrays, self.single_batches[0])
+    def _compiled_single(self, state: train.TrainState, **compile_kwargs) -> Callable:
+        """The single-model step lowered and compiled now (so module patches and XLA options apply)."""
+        return jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
+            state, *self.arrays, self.single_batches[0]).compile(**compile_kwargs)
 
-        def step():
-            nonlocal state
-            state, _ = self.single_step(state, *self.arrays, nxt())
-            jax.block_until_ready(state)
-        return Variant("single", "JAX, one model: jit(train.make_train_step)", self.b, step, flops / self.b)
+    def single(self) -> Variant:
+        state = self._states()[0]
+        flops = _step_flops(train.make_train_step(self.config), state, *self.arrays, self.single_batches[0])
+        return _stepping("single", "JAX, one model: jit(train.make_train_step)", self.b, self.single_step, state,
+                         self.arrays, self.single_batches, flops / self.b)
 
     def single_with_options(self, spec: str) -> Variant:
         """'NAME:key=val;...' -> the single-model step compiled with those XLA options (paired with 'single')."""
         name, _, opts = spec.partition(":")
         options = dict(_option(kv) for kv in opts.split(";") if kv)
-        state, nxt = self._states()[0], _cycle(self.single_batches)
-        compiled = jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
-            state, *self.arrays, self.single_batches[0]).compile(compiler_options=options)
-
-        def step():
-            nonlocal state
-            state, _ = compiled(state, *self.arrays, nxt())
-            jax.block_until_ready(state)
-        return Variant(f"single[{name}]", f"JAX, one model, compiled with {options}", self.b, step)
+        state = self._states()[0]
+        return _stepping(f"single[{name}]", f"JAX, one model, compiled with {options}", self.b,
+                         self._compiled_single(state, compiler_options=options), state, self.arrays, self.single_batches)
 
     def single_flax_pool(self) -> Variant:
         """The single step as before the max-pool change: traced with flax's `nn.max_pool` (reduce_window)."""
-        state, nxt = self._states()[0], _cycle(self.single_batches)
+        state = self._states()[0]
         product_pool = models.max_pool_2x2
         models.max_pool_2x2 = lambda x: nn.max_pool(x, (2, 2), (2, 2))
         try:
-            compiled = jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
-                state, *self.arrays, self.single_batches[0]).compile()
+            compiled = self._compiled_single(state)
         finally:
             models.max_pool_2x2 = product_pool
-
-        def step():
-            nonlocal state
-            state, _ = compiled(state, *self.arrays, nxt())
-            jax.block_until_ready(state)
-        return Variant("single_flax_pool", "JAX, one model, with flax nn.max_pool (the step before models.max_pool_2x2)",
-                       self.b, step)
+        return _stepping("single_flax_pool", "JAX, one model, with flax nn.max_pool (the step before "
+                         "models.max_pool_2x2)", self.b, compiled, state, self.arrays, self.single_batches)
 
     def one_by_one(self) -> Variant:
         states, nxt = self._states(), _cycle(self.batches)
@@ -156,13 +157,7 @@ class JaxBench:
                        self.k * self.b, step)
 
     def _members(self, name: str, what: str, train_step: Callable) -> Variant:
-        state, nxt = run.init_state(self.exp), _cycle(self.batches)
-
-        def step():
-            nonlocal state
-            state, _ = train_step(state, *self.arrays, nxt())
-            jax.block_until_ready(state)
-        return Variant(name, what, self.k * self.b, step)
+        return _stepping(name, what, self.k * self.b, train_step, run.init_state(self.exp), self.arrays, self.batches)
 
     def together(self) -> Variant:
         strategy = members.resolve_strategy(self.config.members.strategy)
@@ -182,13 +177,8 @@ class JaxBench:
         arrays = jax.device_put(self.arrays, rep)
         batches = [jax.device_put(b, split) for b in self.single_batches]
         step_fn = jax.jit(train.make_train_step(self.config), donate_argnums=(0,), out_shardings=(rep, rep))
-        nxt = _cycle(batches)
-
-        def step():
-            nonlocal state
-            state, _ = step_fn(state, *arrays, nxt())
-            jax.block_until_ready(state)
-        return Variant("single_dp", f"JAX, one model, batch split over {mesh.size} host CPU devices", self.b, step)
+        return _stepping("single_dp", f"JAX, one model, batch split over {mesh.size} host CPU devices", self.b,
+                         step_fn, state, arrays, batches)
 
 
 class TorchBench:
