@@ -10,6 +10,7 @@ neither the dataset nor a training run, and the target carries the sharding to r
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from fmnist_jax.cmdline import UsageError
 
 # Config keys that say where results go, not what is computed: a resumed run may change them.
 MUTABLE_KEYS = ("checkpoint", "wandb")
+# Config keys added after runs were saved without them, with the value that reproduces those runs.
+ADDED_KEYS = {"eval.tta_flip": False}
 
 
 class CheckpointMismatch(UsageError):
@@ -97,9 +100,24 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (nested dict) with every `ADDED_KEYS` entry it predates filled in; the input is not changed."""
+    out = copy.deepcopy(saved)
+    for dotted, value in ADDED_KEYS.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node.setdefault(leaf, value)
+    return out
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'key: saved -> current' for every config key that differs, ignoring `MUTABLE_KEYS`."""
-    a, b = flatten(saved), flatten(current)
+    """'key: saved -> current' for every config key that differs, ignoring `MUTABLE_KEYS`.
+
+    A key the saved config predates counts as its `ADDED_KEYS` value, so older runs still resume.
+    """
+    a, b = flatten(with_added_keys(saved)), flatten(current)
     keys = sorted(k for k in a.keys() | b.keys()
                   if k.split(".", 1)[0] not in MUTABLE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>"))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
@@ -118,9 +136,9 @@ def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, da
 
 
 def config_from_dict(config: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A config saved as JSON, with lists turned back into the tuples configs use."""
+    """A config saved as JSON, with lists turned back into the tuples configs use and keys it predates added."""
     def tuples(x):
         if isinstance(x, dict):
             return {k: tuples(v) for k, v in x.items()}
         return tuple(tuples(v) for v in x) if isinstance(x, list) else x
-    return ml_collections.ConfigDict(tuples(config))
+    return ml_collections.ConfigDict(tuples(with_added_keys(config)))

@@ -26,7 +26,8 @@ def load_trained(workdir: str | Path, step: int | None = None
                  ) -> tuple[ml_collections.ConfigDict, list[run.Member], train.TrainState]:
     """(config, members, stacked TrainState) of the latest checkpoint (or epoch `step`), without the dataset.
 
-    The state has `apply_fn` set; one member is `members.unstack(state, i)`. Raises
+    The config is built afresh from the checkpoint, so the caller may change it. The state
+    has `apply_fn` set; one member is `members.unstack(state, i)`. Raises
     `checkpoints.NoCheckpoint` (a FileNotFoundError) when the workdir has no such checkpoint.
     """
     from fmnist_jax import checkpoints, members, run
@@ -75,10 +76,8 @@ def test_logits(workdir: str | Path, member: tuple[int, int] | None = None, step
         except ValueError as e:
             raise cmdline.UsageError(str(e)) from e
         state, ms = jax.tree.map(lambda x: x[i:i + 1], state), [ms[i]]
-        config = ml_collections.ConfigDict(config.to_dict())
         config.cv.folds, config.seeds = (ms[0].fold,), (ms[0].seed,)
     if tta_flip is not None:
-        config = ml_collections.ConfigDict(config.to_dict())
         config.eval.tta_flip = tta_flip
     dataset = data.load(config.data.dir or None, config.data.source, config.data.verify)
     if dataset.digest != meta["data_digest"]:
@@ -100,7 +99,7 @@ def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, ste
     per_class = np.stack([np.diag(c) / np.maximum(c.sum(1), 1) for c in cms])
     return {
         "workdir": str(Path(workdir).resolve()), "name": config.name, "epoch": epoch, "data_digest": dataset.digest,
-        "tta_flip": bool(config.eval.get("tta_flip", False)),
+        "tta_flip": config.eval.tta_flip,
         "members": [{"fold": m.fold, "seed": m.seed, "test_accuracy": float(test["accuracy"][i]),
                      "test_loss": float(test["loss"][i]),
                      "per_class_accuracy": dict(zip(data.CLASS_NAMES, per_class[i].tolist())),
@@ -115,7 +114,7 @@ def evaluate_run(workdir: str | Path, member: tuple[int, int] | None = None, ste
 def format_report(r: dict[str, Any]) -> str:
     pct = lambda ms: f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}%"  # noqa: E731
     lines = [f"{r['name']} at epoch {r['epoch']} ({r['workdir']}); test-time flip averaging "
-             f"{'on' if r.get('tta_flip') else 'off'}", "member          test acc   test loss"]
+             f"{'on' if r['tta_flip'] else 'off'}", "member          test acc   test loss"]
     lines += [f"fold {m['fold']} seed {m['seed']:<4d} {100 * m['test_accuracy']:8.2f}%  {m['test_loss']:9.4f}"
               for m in r["members"]]
     lines += [f"test accuracy over {len(r['members'])} member(s): {pct(r['test_accuracy'])}", "",

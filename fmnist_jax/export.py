@@ -43,7 +43,7 @@ def inference_fn(config: ml_collections.ConfigDict, model: models.CNN, variables
     """uint8 [B, 28, 28] -> logits [B, 10], with exactly the training eval preprocessing (and flip averaging)."""
     def fn(images_u8: jax.Array) -> jax.Array:
         x = train.normalize(train.preprocess(images_u8), config)
-        return train.infer(model.apply, variables, x, config.eval.get("tta_flip", False))
+        return train.infer(model.apply, variables, x, config.eval.tta_flip)
     return fn
 
 

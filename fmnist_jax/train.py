@@ -101,7 +101,7 @@ def infer(apply_fn: Callable, variables: dict, x: jax.Array, tta_flip: bool) -> 
 
 def make_eval_step(config: ml_collections.ConfigDict) -> Callable:
     """`eval_step(state, images_u8, labels, idx, mask) -> (Metrics, logits)`; plain cross-entropy."""
-    tta_flip = config.eval.get("tta_flip", False)  # absent from configs saved before it existed
+    tta_flip = config.eval.tta_flip
 
     def eval_step(state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array, mask: jax.Array):
         x, y = normalize(preprocess(images_u8[idx]), config), labels[idx]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import tiny
 
+from configs import default
 from fmnist_jax import checkpoints, evaluate, members, run
 from fmnist_jax.writers import read_jsonl
 
@@ -128,6 +129,16 @@ def test_different_config_is_refused(reference):
     config.train.epochs = 4
     with pytest.raises(checkpoints.CheckpointMismatch, match=r"optim\.lr: 0\.01 -> 0\.5.*train\.epochs: 3 -> 4"):
         run.train_and_evaluate(config, workdir, progress=False)
+
+
+def test_config_saved_before_a_key_existed_restores_and_resumes():
+    current = default.get_config()
+    saved = json.loads(json.dumps(current.to_dict()))
+    del saved["eval"]["tta_flip"]
+    assert checkpoints.config_from_dict(saved).eval.tta_flip is False and "tta_flip" not in saved["eval"]
+    assert checkpoints.config_differences(saved, current.to_dict()) == []
+    current.eval.tta_flip = True  # a run saved without the key had it off
+    assert checkpoints.config_differences(saved, current.to_dict()) == ["eval.tta_flip: False -> True"]
 
 
 def test_load_trained_one_member(reference):
