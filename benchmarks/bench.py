@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import importlib.metadata
 import json
 import os
@@ -27,11 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from configs import default
-from fmnist_jax import data, members, models, run, train
-from fmnist_jax.record import git_revision
+from fmnist_jax import backend, data, members, models, run, train
+from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
 
-TARGETS = {"together_vs_one_by_one": 2.0, "single_vs_torch": 1.0, "single_vs_torch_cl": 1.0}
+TARGETS = {"together_vs_one_by_one": 2.0, "single_vs_torch": 1.0, "single_vs_torch_cl": 1.0,
+           "single_vs_single_ynnpack": 2.0}
 
 
 @dataclasses.dataclass
@@ -45,13 +46,6 @@ class Variant:
 
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _version(pkg: str) -> str | None:
@@ -93,12 +87,12 @@ def _step_flops(fn: Callable, *args) -> float:
 
 
 class JaxBench:
-    """The K-member experiment, K single-model states and the index batches, built once."""
+    """The K-member experiment of `configs/<args.config>.py`, K single-model states and the index batches, built once."""
 
     def __init__(self, args: argparse.Namespace, dataset: data.Dataset):
-        cfg = default.get_config()
+        cfg = importlib.import_module(f"configs.{args.config}").get_config()
         cfg.cv.k = max(5, args.members)
-        cfg.cv.folds = tuple(range(args.members))
+        cfg.cv.folds, cfg.seeds = tuple(range(args.members)), (0,)   # K members = K folds of one seed
         cfg.train.batch_size = args.batch_size
         cfg.members.strategy = args.strategy
         cfg.data.verify = False
@@ -108,16 +102,18 @@ class JaxBench:
         self.batches = [members.place(jnp.asarray(o), self.exp.mesh, stacked=False) for o in order]
         self.single_batches = [jax.device_put(o[0]) for o in order]
         self.arrays = (self.exp.arrays["train_images"], self.exp.arrays["train_labels"])
-        self.single_step = jax.jit(train.make_train_step(cfg), donate_argnums=(0,))
+        self.options = backend.compiler_options(cfg.compile.cpu_conv)
+        self.single_step = jax.jit(train.make_train_step(cfg), donate_argnums=(0,), compiler_options=self.options)
 
     def _states(self) -> list[train.TrainState]:
         stacked = jax.device_get(run.init_state(self.exp))
         return [jax.device_put(members.unstack(stacked, i)) for i in range(self.k)]
 
-    def _compiled_single(self, state: train.TrainState, **compile_kwargs) -> Callable:
-        """The single-model step lowered and compiled now (so module patches and XLA options apply)."""
+    def _compiled_single(self, state: train.TrainState, options: dict[str, Any] | None = None) -> Callable:
+        """The single-model step lowered and compiled now (so module patches apply), with the product's
+        XLA options, or with `options` instead."""
         return jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
-            state, *self.arrays, self.single_batches[0]).compile(**compile_kwargs)
+            state, *self.arrays, self.single_batches[0]).compile(self.options if options is None else options)
 
     def single(self) -> Variant:
         state = self._states()[0]
@@ -131,7 +127,14 @@ class JaxBench:
         options = dict(_option(kv) for kv in opts.split(";") if kv)
         state = self._states()[0]
         return _stepping(f"single[{name}]", f"JAX, one model, compiled with {options}", self.b,
-                         self._compiled_single(state, compiler_options=options), state, self.arrays, self.single_batches)
+                         self._compiled_single(state, self.options | options), state, self.arrays, self.single_batches)
+
+    def single_ynnpack(self) -> Variant:
+        """The single step with XLA:CPU's default convolutions (YNNPACK): the product step before backend.py."""
+        state = self._states()[0]
+        return _stepping("single_ynnpack", "JAX, one model, XLA's default convolutions (YNNPACK; "
+                         "compile.cpu_conv='ynnpack')", self.b, self._compiled_single(state, backend.compiler_options(
+                             "ynnpack")), state, self.arrays, self.single_batches)
 
     def single_flax_pool(self) -> Variant:
         """The single step as before the max-pool change: traced with flax's `nn.max_pool` (reduce_window)."""
@@ -166,7 +169,7 @@ class JaxBench:
 
     def vmap(self) -> Variant:
         step = members.over_members(train.make_train_step(self.config), (0, None, None, 0), self.exp.mesh, "vmap",
-                                    donate_argnums=(0,))
+                                    donate_argnums=(0,), compiler_options=self.options)
         return self._members("vmap", f"JAX, {self.k} members via plain vmap (grouped convolutions)", step)
 
     def single_dp(self) -> Variant:
@@ -176,7 +179,8 @@ class JaxBench:
         state = jax.device_put(self._states()[0], rep)
         arrays = jax.device_put(self.arrays, rep)
         batches = [jax.device_put(b, split) for b in self.single_batches]
-        step_fn = jax.jit(train.make_train_step(self.config), donate_argnums=(0,), out_shardings=(rep, rep))
+        step_fn = jax.jit(train.make_train_step(self.config), donate_argnums=(0,), out_shardings=(rep, rep),
+                          compiler_options=self.options)
         return _stepping("single_dp", f"JAX, one model, batch split over {mesh.size} host CPU devices", self.b,
                          step_fn, state, arrays, batches)
 
@@ -187,6 +191,8 @@ class TorchBench:
         import torch.utils.flop_counter
         from benchmarks import torch_twin
         self.torch, self.twin, self.b = torch, torch_twin, args.batch_size
+        m = jb.config.model
+        self.shape = dict(widths=tuple(m.widths), depths=tuple(m.depths), residual=m.residual)
         torch.set_num_threads(os.cpu_count() or 1)
         torch.manual_seed(0)
         self.images = torch.from_numpy(np.array(dataset.train_images))
@@ -194,7 +200,7 @@ class TorchBench:
         self.batches = [torch.from_numpy(np.array(b)).long() for b in jb.single_batches]
 
     def variant(self, channels_last: bool) -> Variant:
-        model = self.twin.TorchCNN()
+        model = self.twin.TorchCNN(**self.shape)
         step_fn = self.twin.make_train_step(model, self.images, self.labels, channels_last=channels_last)
         nxt = _cycle(self.batches)
         with self.torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
@@ -229,6 +235,20 @@ def _ratios(per_round: dict[str, list[float]], num: str, den: str) -> dict[str, 
     a, b = per_round[num], per_round[den]
     return {"best": max(a) / max(b), "median": statistics.median(a) / statistics.median(b),
             "paired_median": statistics.median(x / y for x, y in zip(a, b))}
+
+
+def ratios(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Every ratio of interest between the variants that ran (those whose variants are missing are left out)."""
+    out = {"together_vs_one_by_one": _ratios(per_round, "together", "one_by_one"),
+           "single_vs_torch": _ratios(per_round, "single", "torch"),
+           "single_vs_torch_cl": _ratios(per_round, "single", "torch_cl"),
+           "single_vs_single_ynnpack": _ratios(per_round, "single", "single_ynnpack"),
+           "together_vs_single": _ratios(per_round, "together", "single"),
+           "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
+           "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
+           "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
+           **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")}}
+    return {k: v for k, v in out.items() if v}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,31 +309,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results[v.name] = {"what": v.what, "images_per_call": v.images, "images_per_s": s,
                            "per_round": per_round[v.name], "train_flops_per_image": v.train_flops_per_image,
                            "gflops_per_s": gflops}
-    ratios = {"together_vs_one_by_one": _ratios(per_round, "together", "one_by_one"),
-              "single_vs_torch": _ratios(per_round, "single", "torch"),
-              "single_vs_torch_cl": _ratios(per_round, "single", "torch_cl"),
-              "together_vs_single": _ratios(per_round, "together", "single"),
-              "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
-              "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
-              "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
-              **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")}}
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "benchmarks/speed.py", *args.argv]),
         "settings": {k: v for k, v in vars(args).items() if k != "argv"},
-        "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "cpu": cpu()["model"], "isa": cpu()["isa"],
+                    "cpu_count": os.cpu_count(),
                     "jax_devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
                     "xla_flags": os.environ.get("XLA_FLAGS", ""),
                     "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")},
                     "git": git_revision()},
         "load_average": {"start": load_start, "per_round": loads, "end": _loadavg(),
                          "note": "1/5/15-minute load averages; the machine has os.cpu_count() cores"},
-        "model": {"jax": "models.CNN(widths=(32, 64, 56), depths=(2, 2, 1))", "jax_params": jb.exp.n_params,
-                  "torch_params": tb and tb.twin.count_params(tb.twin.TorchCNN()),
+        "model": {"config": args.config, "jax": f"models.CNN(widths={model.widths}, depths={model.depths}, residual={model.residual})", "jax_params": jb.exp.n_params,
+                  "torch_params": tb and tb.twin.count_params(tb.twin.TorchCNN(**tb.shape)),
                   "forward_flops_per_image": forward_flops, "train_flops_per_image": single_flops},
         "matmul_ceiling_gflops": ceiling,
         "results": results,
-        "ratios": {k: v for k, v in ratios.items() if v},
+        "ratios": ratios(per_round),
         "targets": TARGETS,
         "skipped": skipped,
         "seconds": time.perf_counter() - t_start,
@@ -327,12 +340,13 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"`{r['command']}`",
         "",
-        f"- machine: {m['cpu']}, {m['cpu_count']} cores, {m['platform']}; JAX devices {len(m['jax_devices'])} "
+        f"- machine: {m['cpu']} (ISA: {', '.join(m['isa']) or 'none of ' + ', '.join(ISA_FLAGS)}), {m['cpu_count']} cores, "
+        f"{m['platform']}; JAX devices {len(m['jax_devices'])} "
         f"({m['backend']}); XLA_FLAGS=`{m['xla_flags'] or '(none)'}`",
         f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + f"; git {m['git']}",
         f"- load average (1/5/15 min) at start {r['load_average']['start']}, end {r['load_average']['end']}, "
         f"after each round {r['load_average']['per_round']}",
-        f"- model: JAX {mod['jax_params']:,} params" + (f", PyTorch twin {mod['torch_params']:,} params (conv bias=False)"
+        f"- model (`configs/{mod['config']}.py`): `{mod['jax']}`, JAX {mod['jax_params']:,} params" + (f", PyTorch twin {mod['torch_params']:,} params (conv bias=False)"
                                                         if mod["torch_params"] else "")
         + f"; forward {mod['forward_flops_per_image'] / 1e6:.1f} MFLOP/image, train step "
         f"{mod['train_flops_per_image'] / 1e6:.1f} MFLOP/image (XLA cost analysis)",

@@ -19,13 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/speed.py` from anywhere
 
-VARIANTS = ("single", "single_flax_pool", "together", "one_by_one", "vmap", "single_dp", "torch", "torch_cl")
+VARIANTS = ("single", "single_ynnpack", "single_flax_pool", "together", "one_by_one", "vmap",
+            "single_dp", "torch", "torch_cl")
 DEFAULT_VARIANTS = "single,single_flax_pool,together,one_by_one,torch,torch_cl"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer steps and rounds (about 2 minutes)")
+    p.add_argument("--config", default="default", choices=("default", "best"),
+                   help="whose network and train step to time: configs/default.py (the reference CNN) or configs/best.py")
     p.add_argument("--members", type=int, default=5, help="K: members trained together (folds of the default config)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=0, help="train steps per variant per round (default 10, quick 4)")

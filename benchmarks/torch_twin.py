@@ -15,8 +15,23 @@ import torch
 from torch import nn
 
 
+class ConvBlock(nn.Module):
+    """conv3x3 -> BatchNorm -> (+ identity) -> ReLU, as `fmnist_jax.models.ConvBlock`."""
+
+    def __init__(self, c_in: int, c_out: int, residual: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return torch.relu(y + x if self.residual else y)
+
+
 class TorchCNN(nn.Module):
-    def __init__(self, widths: Sequence[int] = (32, 64, 56), depths: Sequence[int] = (2, 2, 1), num_classes: int = 10):
+    def __init__(self, widths: Sequence[int] = (32, 64, 56), depths: Sequence[int] = (2, 2, 1), residual: bool = False,
+                 num_classes: int = 10):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
@@ -24,8 +39,7 @@ class TorchCNN(nn.Module):
             if stage:
                 layers.append(nn.MaxPool2d(2))
             for _ in range(depth):
-                layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width, eps=1e-5, momentum=0.1),
-                           nn.ReLU(inplace=True)]
+                layers.append(ConvBlock(c_in, width, residual and c_in == width))
                 c_in = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, num_classes)

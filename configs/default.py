@@ -20,6 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0))
     c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False))
     c.members = ml_collections.ConfigDict(dict(strategy="auto", devices=0))
+    c.compile = ml_collections.ConfigDict(dict(cpu_conv="eigen"))  # fmnist_jax/backend.py: why Eigen
     # Where results go, not what is computed: these may change when a run is resumed.
     c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, max_to_keep=2))
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="fmnist_jax", entity="", group="", job_type=""))

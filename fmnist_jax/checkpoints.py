@@ -25,7 +25,7 @@ from fmnist_jax.cmdline import UsageError
 # Config keys that say where results go, not what is computed: a resumed run may change them.
 MUTABLE_KEYS = ("checkpoint", "wandb")
 # Config keys added after runs were saved without them, with the value that reproduces those runs.
-ADDED_KEYS = {"eval.tta_flip": False}
+ADDED_KEYS = {"eval.tta_flip": False, "compile.cpu_conv": "ynnpack"}
 
 
 class CheckpointMismatch(UsageError):

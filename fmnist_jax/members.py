@@ -2,13 +2,15 @@
 
 A per-model function becomes a function over stacked pytrees with a leading member
 axis. Why not plain `jax.vmap` everywhere: vmapping per-member conv weights lowers to
-grouped convolutions, which XLA:CPU runs badly. Measured on the 2-core CPU with the
-reference CNN, batch 128, img/s over all members (results/bench/): one model 459; vmap
-0.59x one by one; 5 members unrolled in one jit 578 vs 473 one by one; 4 members sharded
-over 2 host CPU devices (JAX_NUM_CPU_DEVICES=2) and unrolled inside 673. So on CPU the
-members are unrolled inside one jit (XLA overlaps their independent work), `vmap` is kept
-for GPU/TPU, where batched convolutions are fast, and members are sharded over devices
-whenever JAX sees several that divide the member count.
+grouped convolutions, which XLA:CPU runs badly. Measured on the 2-core Intel Xeon
+(AVX-512) with the reference CNN, batch 128, img/s over all members (results/bench/cpu.md):
+5 members unrolled in one jit 906 vs 928 one by one; vmap 457 (0.49x). Since one model's
+step already keeps both cores busy (Eigen convolutions, fmnist_jax/backend.py), unrolling
+gains nothing over one by one there but one dispatch per step; it costs nothing either.
+So on CPU the members are unrolled inside one jit, `vmap` is kept for GPU/TPU, where
+batched convolutions are fast, and members are sharded over devices whenever JAX sees
+several that divide the member count (two host CPU devices measured no faster: 977 img/s
+for 4 members, results/bench/cpu_2dev_k4.md).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _unrolled(fn: Callable, in_axes: Sequence[int | None]) -> Callable:
 
 
 def over_members(fn: Callable, in_axes: Sequence[int | None], mesh: Mesh, strategy: str = "auto",
-                 donate_argnums: tuple[int, ...] = ()) -> Callable:
+                 donate_argnums: tuple[int, ...] = (), compiler_options: dict[str, str] | None = None) -> Callable:
     """Jit `fn` over a leading member axis on the arguments whose `in_axes` is 0.
 
     Outputs carry the member axis. Each member computes exactly what it would alone: only
@@ -62,7 +64,7 @@ def over_members(fn: Callable, in_axes: Sequence[int | None], mesh: Mesh, strate
     if mesh.size > 1:
         specs = tuple(P(AXIS) if ax == 0 else P() for ax in in_axes)
         local = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P(AXIS))
-    return jax.jit(local, donate_argnums=donate_argnums)
+    return jax.jit(local, donate_argnums=donate_argnums, compiler_options=compiler_options)
 
 
 def place(tree: Any, mesh: Mesh, stacked: bool) -> Any:

@@ -44,7 +44,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     (odd edges dropped alike), but its gradient is an elementwise mask where reduce_window's
     lowers on XLA:CPU to four index iotas, a 5-output reduce_window and a scatter; train steps
     of the reference CNN 1.09-1.30x faster (paired medians of interleaved rounds on the 2-core
-    CPU, 1.30x when quiet; results/bench/README.md).
+    CPU, 1.30x when quiet; results/bench/amd_epyc_zen4/README.md).
     """
     b, h, w, c = x.shape
     x = x[:, : h - h % 2, : w - w % 2]

@@ -1,4 +1,4 @@
-"""What a run needs to be reproduced: resolved config, package versions, data hash, git revision, devices."""
+"""What a run needs to be reproduced: resolved config, package versions, data hash, git revision, devices, CPU."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+# The vector ISAs that decide XLA:CPU's speed (timings differ several-fold between them).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu() -> dict[str, Any]:
+    """This machine's CPU model and which of `ISA_FLAGS` it has (from /proc/cpuinfo where there is one)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
+            "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count()}
+
+
 def git_revision(cwd: Path | None = None) -> str | None:
     """HEAD of the checkout holding this package, with '+dirty' when it has local changes."""
     cwd = cwd or Path(__file__).resolve().parent
@@ -52,5 +66,5 @@ def run_record(config: ml_collections.ConfigDict, dataset: Dataset) -> dict[str,
         "git": git_revision(),
         "devices": [str(d) for d in jax.devices()],
         "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
+        "cpu": cpu(),
     }

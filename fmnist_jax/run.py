@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from fmnist_jax import checkpoints, data, members, models, tracking, train
+from fmnist_jax import backend, checkpoints, data, members, models, tracking, train
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
 from fmnist_jax.writers import JsonlWriter, MetricWriter, MultiWriter
@@ -82,16 +82,18 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
         steps = min(steps, config.train.steps_per_epoch)
     mesh = members.make_mesh(len(ms), config.members.devices)
     tx = train.optimizer(config, steps)
-    strategy = config.members.strategy
+    strategy, options = config.members.strategy, backend.compiler_options(config.compile.cpu_conv)
     arrays = members.place({k: jnp.asarray(getattr(dataset, k)) for k in
                             ("train_images", "train_labels", "test_images", "test_labels")}, mesh, stacked=False)
     return Experiment(
         config=config, dataset=dataset, members=ms, model=model, n_params=n_params, mesh=mesh,
         train_idx=train_idx, val_idx=val_idx, steps_per_epoch=steps, arrays=arrays,
-        init_fn=members.over_members(lambda ik, ak: train.create_state(model, tx, ik, ak), (0, 0), mesh, strategy),
+        init_fn=members.over_members(lambda ik, ak: train.create_state(model, tx, ik, ak), (0, 0), mesh, strategy,
+                                       compiler_options=options),
         train_step=members.over_members(train.make_train_step(config), (0, None, None, 0), mesh, strategy,
-                                        donate_argnums=(0,)),
-        eval_step=members.over_members(train.make_eval_step(config), (0, None, None, 0, 0), mesh, strategy),
+                                        donate_argnums=(0,), compiler_options=options),
+        eval_step=members.over_members(train.make_eval_step(config), (0, None, None, 0, 0), mesh, strategy,
+                                       compiler_options=options),
     )
 
 

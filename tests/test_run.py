@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fmnist_jax import run
+from fmnist_jax.record import ISA_FLAGS
 from fmnist_jax.writers import read_jsonl
 
 
@@ -24,6 +25,7 @@ def test_train_and_evaluate_writes_everything(tiny_config, tmp_path):
     assert summary["test_accuracy"]["mean"] > 0.15               # above chance (0.10) on the learnable data
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["data"]["digest"] and record["versions"]["jax"] and record["config"]["cv"]["folds"] == [0, 1]
+    assert record["cpu"]["model"] and set(record["cpu"]["isa"]) <= set(ISA_FLAGS)   # timings mean little without it
     assert len(summary["members"]) == 2 and summary["params"] < 100_000
 
 
