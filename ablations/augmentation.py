@@ -20,12 +20,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     del config  # the same points whatever the base
-    return [(name, {"augment": spec}) for name, spec in [
-        ("none", "none"),
-        ("hflip", "flip_lr"),
-        ("vflip", "flip_ud"),
-        ("hflip_vflip", "flip_lr|flip_ud"),
-        ("crop", "crop(2)"),
-        ("crop_hflip", "crop(2)|flip_lr"),
-        ("crop_hflip_erase", "crop(2)|flip_lr|erase(0.5)"),
-    ]]
+    return [
+        (name, {"augment": spec})
+        for name, spec in [
+            ("none", "none"),
+            ("hflip", "flip_lr"),
+            ("vflip", "flip_ud"),
+            ("hflip_vflip", "flip_lr|flip_ud"),
+            ("crop", "crop(2)"),
+            ("crop_hflip", "crop(2)|flip_lr"),
+            ("crop_hflip_erase", "crop(2)|flip_lr|erase(0.5)"),
+        ]
+    ]

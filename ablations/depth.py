@@ -30,6 +30,8 @@ def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     shared = models.fit_width(base, config.max_params).widths
     points = []
     for depths in DEPTHS:
-        widths = models.fit_width(base.clone(depths=depths), config.max_params).widths if config.grid.fit_width else shared
+        widths = (
+            models.fit_width(base.clone(depths=depths), config.max_params).widths if config.grid.fit_width else shared
+        )
         points.append(("d" + "".join(map(str, depths)), {"model.depths": depths, "model.widths": widths}))
     return points

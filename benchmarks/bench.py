@@ -20,7 +20,8 @@ import shlex
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import flax.linen as nn
@@ -31,15 +32,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fmnist_jax import backend, data, members, models, run, train
 from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
 
-TARGETS = {"together_vs_one_by_one": 2.0, "single_vs_torch": 1.0, "single_vs_torch_cl": 1.0,
-           "single_vs_single_ynnpack": 2.0}
+TARGETS = {
+    "together_vs_one_by_one": 2.0,
+    "single_vs_torch": 1.0,
+    "single_vs_torch_cl": 1.0,
+    "single_vs_single_ynnpack": 2.0,
+}
 
 
 @dataclasses.dataclass
 class Variant:
     name: str
     what: str
-    images: int                      # images trained per step() call
+    images: int  # images trained per step() call
     step: Callable[[], None]
     train_flops_per_image: float | None = None
 
@@ -60,8 +65,16 @@ def _cycle(items: list) -> Callable[[], Any]:
     return lambda: items[next(it) % len(items)]
 
 
-def _stepping(name: str, what: str, images: int, step_fn: Callable, state: Any, arrays: tuple, batches: list,
-              flops_per_image: float | None = None) -> Variant:
+def _stepping(
+    name: str,
+    what: str,
+    images: int,
+    step_fn: Callable,
+    state: Any,
+    arrays: tuple,
+    batches: list,
+    flops_per_image: float | None = None,
+) -> Variant:
     """A variant whose step() advances `state` by one `step_fn` call on the next batch and blocks until done."""
     nxt = _cycle(batches)
 
@@ -69,6 +82,7 @@ def _stepping(name: str, what: str, images: int, step_fn: Callable, state: Any, 
         nonlocal state
         state, _ = step_fn(state, *arrays, nxt())
         jax.block_until_ready(state)
+
     return Variant(name, what, images, step, flops_per_image)
 
 
@@ -87,18 +101,18 @@ def _step_flops(fn: Callable, *args) -> float:
 
 
 class JaxBench:
-    """The K-member experiment of `configs/<args.config>.py`, K single-model states and the index batches, built once."""
+    """The K-member experiment of `configs/<args.config>.py`, K single-model states and index batches, built once."""
 
     def __init__(self, args: argparse.Namespace, dataset: data.Dataset):
         cfg = importlib.import_module(f"configs.{args.config}").get_config()
         cfg.cv.k = max(5, args.members)
-        cfg.cv.folds, cfg.seeds = tuple(range(args.members)), (0,)   # K members = K folds of one seed
+        cfg.cv.folds, cfg.seeds = tuple(range(args.members)), (0,)  # K members = K folds of one seed
         cfg.train.batch_size = args.batch_size
         cfg.members.strategy = args.strategy
         cfg.data.verify = False
         self.config, self.k, self.b = cfg, args.members, args.batch_size
         self.exp = run.setup(cfg, dataset)
-        order = run.epoch_order(self.exp, 0)[: max(8, args.steps + 1)]         # [steps, K, B]
+        order = run.epoch_order(self.exp, 0)[: max(8, args.steps + 1)]  # [steps, K, B]
         self.batches = [members.place(jnp.asarray(o), self.exp.mesh, stacked=False) for o in order]
         self.single_batches = [jax.device_put(o[0]) for o in order]
         self.arrays = (self.exp.arrays["train_images"], self.exp.arrays["train_labels"])
@@ -112,29 +126,53 @@ class JaxBench:
     def _compiled_single(self, state: train.TrainState, options: dict[str, Any] | None = None) -> Callable:
         """The single-model step lowered and compiled now (so module patches apply), with the product's
         XLA options, or with `options` instead."""
-        return jax.jit(train.make_train_step(self.config), donate_argnums=(0,)).lower(
-            state, *self.arrays, self.single_batches[0]).compile(self.options if options is None else options)
+        return (
+            jax.jit(train.make_train_step(self.config), donate_argnums=(0,))
+            .lower(state, *self.arrays, self.single_batches[0])
+            .compile(self.options if options is None else options)
+        )
 
     def single(self) -> Variant:
         state = self._states()[0]
         flops = _step_flops(train.make_train_step(self.config), state, *self.arrays, self.single_batches[0])
-        return _stepping("single", "JAX, one model: jit(train.make_train_step)", self.b, self.single_step, state,
-                         self.arrays, self.single_batches, flops / self.b)
+        return _stepping(
+            "single",
+            "JAX, one model: jit(train.make_train_step)",
+            self.b,
+            self.single_step,
+            state,
+            self.arrays,
+            self.single_batches,
+            flops / self.b,
+        )
 
     def single_with_options(self, spec: str) -> Variant:
         """'NAME:key=val;...' -> the single-model step compiled with those XLA options (paired with 'single')."""
         name, _, opts = spec.partition(":")
         options = dict(_option(kv) for kv in opts.split(";") if kv)
         state = self._states()[0]
-        return _stepping(f"single[{name}]", f"JAX, one model, compiled with {options}", self.b,
-                         self._compiled_single(state, self.options | options), state, self.arrays, self.single_batches)
+        return _stepping(
+            f"single[{name}]",
+            f"JAX, one model, compiled with {options}",
+            self.b,
+            self._compiled_single(state, self.options | options),
+            state,
+            self.arrays,
+            self.single_batches,
+        )
 
     def single_ynnpack(self) -> Variant:
         """The single step with XLA:CPU's default convolutions (YNNPACK): the product step before backend.py."""
         state = self._states()[0]
-        return _stepping("single_ynnpack", "JAX, one model, XLA's default convolutions (YNNPACK; "
-                         "compile.cpu_conv='ynnpack')", self.b, self._compiled_single(state, backend.compiler_options(
-                             "ynnpack")), state, self.arrays, self.single_batches)
+        return _stepping(
+            "single_ynnpack",
+            "JAX, one model, XLA's default convolutions (YNNPACK; compile.cpu_conv='ynnpack')",
+            self.b,
+            self._compiled_single(state, backend.compiler_options("ynnpack")),
+            state,
+            self.arrays,
+            self.single_batches,
+        )
 
     def single_flax_pool(self) -> Variant:
         """The single step as before the max-pool change: traced with flax's `nn.max_pool` (reduce_window)."""
@@ -145,8 +183,15 @@ class JaxBench:
             compiled = self._compiled_single(state)
         finally:
             models.max_pool_2x2 = product_pool
-        return _stepping("single_flax_pool", "JAX, one model, with flax nn.max_pool (the step before "
-                         "models.max_pool_2x2)", self.b, compiled, state, self.arrays, self.single_batches)
+        return _stepping(
+            "single_flax_pool",
+            "JAX, one model, with flax nn.max_pool (the step before models.max_pool_2x2)",
+            self.b,
+            compiled,
+            state,
+            self.arrays,
+            self.single_batches,
+        )
 
     def one_by_one(self) -> Variant:
         states, nxt = self._states(), _cycle(self.batches)
@@ -156,20 +201,32 @@ class JaxBench:
             for i in range(self.k):
                 states[i], _ = self.single_step(states[i], *self.arrays, idx[i])
             jax.block_until_ready(states)
-        return Variant("one_by_one", f"JAX, {self.k} models one after another, same single-model step",
-                       self.k * self.b, step)
+
+        return Variant(
+            "one_by_one", f"JAX, {self.k} models one after another, same single-model step", self.k * self.b, step
+        )
 
     def _members(self, name: str, what: str, train_step: Callable) -> Variant:
         return _stepping(name, what, self.k * self.b, train_step, run.init_state(self.exp), self.arrays, self.batches)
 
     def together(self) -> Variant:
         strategy = members.resolve_strategy(self.config.members.strategy)
-        return self._members("together", f"JAX, {self.k} members in one program: run.setup's train_step "
-                             f"(strategy {strategy}, {self.exp.mesh.size} device(s))", self.exp.train_step)
+        return self._members(
+            "together",
+            f"JAX, {self.k} members in one program: run.setup's train_step "
+            f"(strategy {strategy}, {self.exp.mesh.size} device(s))",
+            self.exp.train_step,
+        )
 
     def vmap(self) -> Variant:
-        step = members.over_members(train.make_train_step(self.config), (0, None, None, 0), self.exp.mesh, "vmap",
-                                    donate_argnums=(0,), compiler_options=self.options)
+        step = members.over_members(
+            train.make_train_step(self.config),
+            (0, None, None, 0),
+            self.exp.mesh,
+            "vmap",
+            donate_argnums=(0,),
+            compiler_options=self.options,
+        )
         return self._members("vmap", f"JAX, {self.k} members via plain vmap (grouped convolutions)", step)
 
     def single_dp(self) -> Variant:
@@ -179,10 +236,21 @@ class JaxBench:
         state = jax.device_put(self._states()[0], rep)
         arrays = jax.device_put(self.arrays, rep)
         batches = [jax.device_put(b, split) for b in self.single_batches]
-        step_fn = jax.jit(train.make_train_step(self.config), donate_argnums=(0,), out_shardings=(rep, rep),
-                          compiler_options=self.options)
-        return _stepping("single_dp", f"JAX, one model, batch split over {mesh.size} host CPU devices", self.b,
-                         step_fn, state, arrays, batches)
+        step_fn = jax.jit(
+            train.make_train_step(self.config),
+            donate_argnums=(0,),
+            out_shardings=(rep, rep),
+            compiler_options=self.options,
+        )
+        return _stepping(
+            "single_dp",
+            f"JAX, one model, batch split over {mesh.size} host CPU devices",
+            self.b,
+            step_fn,
+            state,
+            arrays,
+            batches,
+        )
 
 
 class TorchBench:
@@ -190,6 +258,7 @@ class TorchBench:
         import torch
         import torch.utils.flop_counter
         from benchmarks import torch_twin
+
         self.torch, self.twin, self.b = torch, torch_twin, args.batch_size
         m = jb.config.model
         self.shape = dict(widths=tuple(m.widths), depths=tuple(m.depths), residual=m.residual)
@@ -207,9 +276,13 @@ class TorchBench:
             step_fn(nxt())
         name = "torch_cl" if channels_last else "torch"
         layout = "channels_last (NHWC)" if channels_last else "NCHW"
-        return Variant(name, f"PyTorch {self.torch.__version__}, same CNN, {layout}, "
-                       f"{self.twin.count_params(model):,} params", self.b, lambda: step_fn(nxt()),
-                       counter.get_total_flops() / self.b)
+        return Variant(
+            name,
+            f"PyTorch {self.torch.__version__}, same CNN, {layout}, {self.twin.count_params(model):,} params",
+            self.b,
+            lambda: step_fn(nxt()),
+            counter.get_total_flops() / self.b,
+        )
 
 
 def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
@@ -233,21 +306,26 @@ def _ratios(per_round: dict[str, list[float]], num: str, den: str) -> dict[str, 
     if num not in per_round or den not in per_round:
         return None
     a, b = per_round[num], per_round[den]
-    return {"best": max(a) / max(b), "median": statistics.median(a) / statistics.median(b),
-            "paired_median": statistics.median(x / y for x, y in zip(a, b))}
+    return {
+        "best": max(a) / max(b),
+        "median": statistics.median(a) / statistics.median(b),
+        "paired_median": statistics.median(x / y for x, y in zip(a, b)),
+    }
 
 
 def ratios(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Every ratio of interest between the variants that ran (those whose variants are missing are left out)."""
-    out = {"together_vs_one_by_one": _ratios(per_round, "together", "one_by_one"),
-           "single_vs_torch": _ratios(per_round, "single", "torch"),
-           "single_vs_torch_cl": _ratios(per_round, "single", "torch_cl"),
-           "single_vs_single_ynnpack": _ratios(per_round, "single", "single_ynnpack"),
-           "together_vs_single": _ratios(per_round, "together", "single"),
-           "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
-           "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
-           "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
-           **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")}}
+    out = {
+        "together_vs_one_by_one": _ratios(per_round, "together", "one_by_one"),
+        "single_vs_torch": _ratios(per_round, "single", "torch"),
+        "single_vs_torch_cl": _ratios(per_round, "single", "torch_cl"),
+        "single_vs_single_ynnpack": _ratios(per_round, "single", "single_ynnpack"),
+        "together_vs_single": _ratios(per_round, "together", "single"),
+        "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
+        "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
+        "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
+        **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")},
+    }
     return {k: v for k, v in out.items() if v}
 
 
@@ -279,12 +357,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     variants += [jb.single_with_options(spec) for spec in args.options]
     single_flops = next((v.train_flops_per_image for v in variants if v.name == "single"), None)
     if single_flops is None:
-        single_flops = _step_flops(train.make_train_step(jb.config), jb._states()[0], *jb.arrays, jb.single_batches[0]) / jb.b
+        single_flops = (
+            _step_flops(train.make_train_step(jb.config), jb._states()[0], *jb.arrays, jb.single_batches[0]) / jb.b
+        )
     for v in variants:
         if not v.name.startswith("torch") and v.train_flops_per_image is None:
             v.train_flops_per_image = single_flops
         t = time.perf_counter()
-        v.step()   # compile (JAX) / allocator and thread-pool warm-up (PyTorch)
+        v.step()  # compile (JAX) / allocator and thread-pool warm-up (PyTorch)
         v.step()
         print(f"{v.name}: warm-up {time.perf_counter() - t:.1f}s")
     ceiling = matmul_ceiling()
@@ -292,38 +372,59 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     per_round: dict[str, list[float]] = {v.name: [] for v in variants}
     loads = []
     for r in range(args.rounds):
-        rotated = variants[r % len(variants):] + variants[: r % len(variants)]
+        rotated = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in rotated:
             t = time.perf_counter()
             for _ in range(args.steps):
                 v.step()
             per_round[v.name].append(args.steps * v.images / (time.perf_counter() - t))
         loads.append(_loadavg())
-        print(f"round {r + 1}/{args.rounds} load {loads[-1]}: " +
-              ", ".join(f"{n} {xs[-1]:.0f}" for n, xs in per_round.items()))
+        print(
+            f"round {r + 1}/{args.rounds} load {loads[-1]}: "
+            + ", ".join(f"{n} {xs[-1]:.0f}" for n, xs in per_round.items())
+        )
 
     results = {}
     for v in variants:
         s = _summary(per_round[v.name])
         gflops = {k: x * v.train_flops_per_image / 1e9 for k, x in s.items()} if v.train_flops_per_image else None
-        results[v.name] = {"what": v.what, "images_per_call": v.images, "images_per_s": s,
-                           "per_round": per_round[v.name], "train_flops_per_image": v.train_flops_per_image,
-                           "gflops_per_s": gflops}
+        results[v.name] = {
+            "what": v.what,
+            "images_per_call": v.images,
+            "images_per_s": s,
+            "per_round": per_round[v.name],
+            "train_flops_per_image": v.train_flops_per_image,
+            "gflops_per_s": gflops,
+        }
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "benchmarks/speed.py", *args.argv]),
         "settings": {k: v for k, v in vars(args).items() if k != "argv"},
-        "machine": {"platform": platform.platform(), "cpu": cpu()["model"], "isa": cpu()["isa"],
-                    "cpu_count": os.cpu_count(),
-                    "jax_devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-                    "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                    "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")},
-                    "git": git_revision()},
-        "load_average": {"start": load_start, "per_round": loads, "end": _loadavg(),
-                         "note": "1/5/15-minute load averages; the machine has os.cpu_count() cores"},
-        "model": {"config": args.config, "jax": f"models.CNN(widths={model.widths}, depths={model.depths}, residual={model.residual})", "jax_params": jb.exp.n_params,
-                  "torch_params": tb and tb.twin.count_params(tb.twin.TorchCNN(**tb.shape)),
-                  "forward_flops_per_image": forward_flops, "train_flops_per_image": single_flops},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu()["model"],
+            "isa": cpu()["isa"],
+            "cpu_count": os.cpu_count(),
+            "jax_devices": [str(d) for d in jax.devices()],
+            "backend": jax.default_backend(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")},
+            "git": git_revision(),
+        },
+        "load_average": {
+            "start": load_start,
+            "per_round": loads,
+            "end": _loadavg(),
+            "note": "1/5/15-minute load averages; the machine has os.cpu_count() cores",
+        },
+        "model": {
+            "config": args.config,
+            "jax": f"models.CNN(widths={model.widths}, depths={model.depths}, residual={model.residual})",
+            "jax_params": jb.exp.n_params,
+            "torch_params": tb and tb.twin.count_params(tb.twin.TorchCNN(**tb.shape)),
+            "forward_flops_per_image": forward_flops,
+            "train_flops_per_image": single_flops,
+        },
         "matmul_ceiling_gflops": ceiling,
         "results": results,
         "ratios": ratios(per_round),
@@ -340,14 +441,14 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"`{r['command']}`",
         "",
-        f"- machine: {m['cpu']} (ISA: {', '.join(m['isa']) or 'none of ' + ', '.join(ISA_FLAGS)}), {m['cpu_count']} cores, "
-        f"{m['platform']}; JAX devices {len(m['jax_devices'])} "
+        f"- machine: {m['cpu']} (ISA: {', '.join(m['isa']) or 'none of ' + ', '.join(ISA_FLAGS)}), "
+        f"{m['cpu_count']} cores, {m['platform']}; JAX devices {len(m['jax_devices'])} "
         f"({m['backend']}); XLA_FLAGS=`{m['xla_flags'] or '(none)'}`",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + f"; git {m['git']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + f"; git {m['git']}",
         f"- load average (1/5/15 min) at start {r['load_average']['start']}, end {r['load_average']['end']}, "
         f"after each round {r['load_average']['per_round']}",
-        f"- model (`configs/{mod['config']}.py`): `{mod['jax']}`, JAX {mod['jax_params']:,} params" + (f", PyTorch twin {mod['torch_params']:,} params (conv bias=False)"
-                                                        if mod["torch_params"] else "")
+        f"- model (`configs/{mod['config']}.py`): `{mod['jax']}`, JAX {mod['jax_params']:,} params"
+        + (f", PyTorch twin {mod['torch_params']:,} params (conv bias=False)" if mod["torch_params"] else "")
         + f"; forward {mod['forward_flops_per_image'] / 1e6:.1f} MFLOP/image, train step "
         f"{mod['train_flops_per_image'] / 1e6:.1f} MFLOP/image (XLA cost analysis)",
         f"- measured f32 matmul ceiling (XLA, 2048², best of 5): {r['matmul_ceiling_gflops']:.0f} GFLOP/s",
@@ -368,8 +469,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {x['best']:.2f} | {x['median']:.2f} | {x['paired_median']:.2f} | {verdict} |")
     if "torch" in r["results"]:
         t = r["results"]["torch"]["train_flops_per_image"]
-        lines += ["", f"PyTorch's FlopCounterMode counts {t / 1e6:.1f} MFLOP/image for its train step "
-                      "(convolutions and matmuls only)."]
+        lines += [
+            "",
+            f"PyTorch's FlopCounterMode counts {t / 1e6:.1f} MFLOP/image for its train step "
+            "(convolutions and matmuls only).",
+        ]
     for name, why in r["skipped"].items():
         lines.append(f"\nSkipped {name}: {why}")
     return "\n".join(lines) + "\n"

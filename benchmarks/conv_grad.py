@@ -51,15 +51,15 @@ def _padded(x: jax.Array) -> jax.Array:
 def dw_im2col(x: jax.Array, g: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     xp = _padded(x)
-    p = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], -1)
+    p = jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1)
     return (g.reshape(-1, g.shape[-1]).T @ p.reshape(-1, 9 * c)).T.reshape(3, 3, c, -1)
 
 
 def dw_3gemm(x: jax.Array, g: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
-    xw = jnp.concatenate([_padded(x)[:, :, j:j + w] for j in range(3)], -1)    # [B, H+2, W, 3C]
+    xw = jnp.concatenate([_padded(x)[:, :, j : j + w] for j in range(3)], -1)  # [B, H+2, W, 3C]
     g2 = g.reshape(-1, g.shape[-1])
-    return jnp.stack([xw[:, i:i + h].reshape(-1, 3 * c).T @ g2 for i in range(3)]).reshape(3, 3, c, -1)
+    return jnp.stack([xw[:, i : i + h].reshape(-1, 3 * c).T @ g2 for i in range(3)]).reshape(3, 3, c, -1)
 
 
 def layers(config) -> list[tuple[int, int, int]]:
@@ -76,7 +76,7 @@ def layers(config) -> list[tuple[int, int, int]]:
 def _timed(fns: dict, args: tuple, repeats: int) -> dict[str, float]:
     """Median ms per call of each compiled fn, repeats interleaved across the fns."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for k, f in fns.items():
+    for f in fns.values():
         jax.block_until_ready(f(*args))
     for _ in range(repeats):
         for k, f in fns.items():
@@ -93,7 +93,7 @@ def measure(batch: int, repeats: int) -> list[dict]:
         k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
         x = jax.random.normal(k1, (batch, size, size, c_in))
         g = jax.random.normal(k2, (batch, size, size, c_out))
-        w = jax.random.normal(k3, (3, 3, c_in, c_out)) / (3 * c_in ** 0.5)
+        w = jax.random.normal(k3, (3, 3, c_in, c_out)) / (3 * c_in**0.5)
         fns = {}
         for lib in backend.CPU_CONV:
             opts = backend.compiler_options(lib)
@@ -104,33 +104,57 @@ def measure(batch: int, repeats: int) -> list[dict]:
         fns["dw_im2col"] = jax.jit(lambda x, g, w: dw_im2col(x, g), compiler_options=opts)
         fns["dw_3gemm"] = jax.jit(lambda x, g, w: dw_3gemm(x, g), compiler_options=opts)
         ref = fns["dw_eigen"](x, g, w)
-        errors = {k: float(jnp.abs(fns[k](x, g, w) - ref).max() / jnp.abs(ref).max())
-                  for k in ("dw_ynnpack", "dw_im2col", "dw_3gemm")}
+        errors = {
+            k: float(jnp.abs(fns[k](x, g, w) - ref).max() / jnp.abs(ref).max())
+            for k in ("dw_ynnpack", "dw_im2col", "dw_3gemm")
+        }
         ms = _timed(fns, (x, g, w), repeats)
         gflop = 2 * batch * size * size * 9 * c_in * c_out / 1e9
-        rows.append({"layer": f"{size}x{size} {c_in}->{c_out}", "gflop_per_part": gflop, "ms": ms,
-                     "rel_error_vs_dw_eigen": errors})
+        rows.append(
+            {
+                "layer": f"{size}x{size} {c_in}->{c_out}",
+                "gflop_per_part": gflop,
+                "ms": ms,
+                "rel_error_vs_dw_eigen": errors,
+            }
+        )
         print(rows[-1]["layer"], " ".join(f"{k} {v:.1f}" for k, v in ms.items()), flush=True)
     return rows
 
 
 def markdown(r: dict) -> str:
     cols = list(r["rows"][0]["ms"])
-    lines = [f"# 3x3 convolutions, forward and gradients, {r['time']}", "", f"`{r['command']}`", "",
-             f"- machine: {r['cpu']['model']} (ISA: {', '.join(r['cpu']['isa'])}), {r['cpu']['cores']} cores; "
-             f"jax {r['versions']['jax']}; git {r['git']}",
-             f"- batch {r['batch']}, NHWC, median ms of {r['repeats']} interleaved calls after compilation; "
-             "GFLOP is one part (forward, dx or dw each)", "",
-             "| layer | GFLOP | " + " | ".join(cols) + " | best dw |", "|---|---:|" + "---:|" * (len(cols) + 1)]
+    lines = [
+        f"# 3x3 convolutions, forward and gradients, {r['time']}",
+        "",
+        f"`{r['command']}`",
+        "",
+        f"- machine: {r['cpu']['model']} (ISA: {', '.join(r['cpu']['isa'])}), {r['cpu']['cores']} cores; "
+        f"jax {r['versions']['jax']}; git {r['git']}",
+        f"- batch {r['batch']}, NHWC, median ms of {r['repeats']} interleaved calls after compilation; "
+        "GFLOP is one part (forward, dx or dw each)",
+        "",
+        "| layer | GFLOP | " + " | ".join(cols) + " | best dw |",
+        "|---|---:|" + "---:|" * (len(cols) + 1),
+    ]
     for row in r["rows"]:
         dws = {k: v for k, v in row["ms"].items() if k.startswith("dw")}
-        lines.append(f"| {row['layer']} | {row['gflop_per_part']:.2f} | " +
-                     " | ".join(f"{row['ms'][c]:.1f}" for c in cols) + f" | {min(dws, key=dws.get)} |")
+        lines.append(
+            f"| {row['layer']} | {row['gflop_per_part']:.2f} | "
+            + " | ".join(f"{row['ms'][c]:.1f}" for c in cols)
+            + f" | {min(dws, key=dws.get)} |"
+        )
     total = {c: sum(row["ms"][c] for row in r["rows"]) for c in cols}
-    lines += ["", "Sums over these layers (ms): " + ", ".join(f"{c} {v:.1f}" for c, v in total.items()),
-              "", "Largest relative error of each weight gradient against `dw_eigen`: " +
-              ", ".join(f"{k} {max(row['rel_error_vs_dw_eigen'][k] for row in r['rows']):.1e}"
-                        for k in r["rows"][0]["rel_error_vs_dw_eigen"])]
+    lines += [
+        "",
+        "Sums over these layers (ms): " + ", ".join(f"{c} {v:.1f}" for c, v in total.items()),
+        "",
+        "Largest relative error of each weight gradient against `dw_eigen`: "
+        + ", ".join(
+            f"{k} {max(row['rel_error_vs_dw_eigen'][k] for row in r['rows']):.1e}"
+            for k in r["rows"][0]["rel_error_vs_dw_eigen"]
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -140,10 +164,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--out", default="results/bench/conv_grad")
     args = p.parse_args(argv)
-    report = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": shlex.join(["python", "benchmarks/conv_grad.py", *argv]), "cpu": cpu(),
-              "versions": versions(), "git": git_revision(), "batch": args.batch, "repeats": args.repeats,
-              "rows": measure(args.batch, args.repeats)}
+    report = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "benchmarks/conv_grad.py", *argv]),
+        "cpu": cpu(),
+        "versions": versions(),
+        "git": git_revision(),
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "rows": measure(args.batch, args.repeats),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))

@@ -50,25 +50,41 @@ def main(argv: list[str] | None = None) -> int:
     test = data.load().test_images
     load_before = os.getloadavg()
     lat = timings(model.logits, test[:1], args.latency_calls)
-    thr = timings(model.logits, test[:args.batch], args.throughput_calls)
+    thr = timings(model.logits, test[: args.batch], args.throughput_calls)
     result = {
         "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
-        "model": {"member": model.manifest["member"], "params": model.manifest["model"]["params"],
-                  "test_accuracy": model.manifest["test_accuracy"], "sha256": model.manifest["model_sha256"]},
-        "batch1_latency_ms": {"median": 1e3 * float(np.median(lat)), "p90": 1e3 * float(np.percentile(lat, 90)),
-                              "p99": 1e3 * float(np.percentile(lat, 99)), "calls": args.latency_calls},
-        f"batch{args.batch}_images_per_s": {"median": args.batch / float(np.median(thr)),
-                                            "best": args.batch / float(thr.min()), "calls": args.throughput_calls},
+        "model": {
+            "member": model.manifest["member"],
+            "params": model.manifest["model"]["params"],
+            "test_accuracy": model.manifest["test_accuracy"],
+            "sha256": model.manifest["model_sha256"],
+        },
+        "batch1_latency_ms": {
+            "median": 1e3 * float(np.median(lat)),
+            "p90": 1e3 * float(np.percentile(lat, 90)),
+            "p99": 1e3 * float(np.percentile(lat, 99)),
+            "calls": args.latency_calls,
+        },
+        f"batch{args.batch}_images_per_s": {
+            "median": args.batch / float(np.median(thr)),
+            "best": args.batch / float(thr.min()),
+            "calls": args.throughput_calls,
+        },
         "batch1_images_per_s": 1.0 / float(np.median(lat)),
-        "device": str(jax.devices()[0]), "backend": jax.default_backend(), "jax": jax.__version__,
-        "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "device": str(jax.devices()[0]),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
         "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"batch 1: {result['batch1_latency_ms']['median']:.2f} ms median latency "
-          f"(p90 {result['batch1_latency_ms']['p90']:.2f} ms); batch {args.batch}: "
-          f"{result[f'batch{args.batch}_images_per_s']['median']:.0f} images/s on {result['device']}")
+    print(
+        f"batch 1: {result['batch1_latency_ms']['median']:.2f} ms median latency "
+        f"(p90 {result['batch1_latency_ms']['p90']:.2f} ms); batch {args.batch}: "
+        f"{result[f'batch{args.batch}_images_per_s']['median']:.0f} images/s on {result['device']}"
+    )
     return 0
 
 

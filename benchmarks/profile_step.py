@@ -40,8 +40,9 @@ def main(argv: list[str]) -> int:
     state = members.unstack(run.init_state(exp), 0)
     arrays = exp.arrays["train_images"], exp.arrays["train_labels"]
     batches = [jnp.asarray(o[0]) for o in run.epoch_order(exp, 0)[: args.steps + 3]]
-    jitted = jax.jit(train.make_train_step(cfg), donate_argnums=(0,),
-                     compiler_options=backend.compiler_options(cfg.compile.cpu_conv))
+    jitted = jax.jit(
+        train.make_train_step(cfg), donate_argnums=(0,), compiler_options=backend.compiler_options(cfg.compile.cpu_conv)
+    )
     hlo = jitted.lower(state, *arrays, batches[0]).compile().as_text()
     for b in batches[:3]:
         state, _ = jitted(state, *arrays, b)
@@ -53,7 +54,8 @@ def main(argv: list[str]) -> int:
                 state, _ = jitted(state, *arrays, b)
             jax.block_until_ready(state)
             wall_ms = 1e3 * (time.perf_counter() - t) / args.steps
-        trace = json.load(gzip.open(next(Path(d).rglob("*perfetto_trace.json.gz"))))
+        with gzip.open(next(Path(d).rglob("*perfetto_trace.json.gz"))) as f:
+            trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     shapes = {m.group(1): m.group(2) for m in re.finditer(r"^\s*(?:ROOT )?%(\S+) = (\S+) ", hlo, re.M)}
     per_op: collections.Counter = collections.Counter()
@@ -65,11 +67,14 @@ def main(argv: list[str]) -> int:
     groups: collections.Counter = collections.Counter()
     for name, ms in per_op.items():
         groups[re.sub(r"\.\d+$", "", name)] += ms
-    lines = [f"# {args.steps} steps, batch {cfg.train.batch_size}, load average {[round(x, 2) for x in os.getloadavg()]}",
-             f"# sum of op times {total:.1f} ms/step (ops on 2 threads can overlap); wall {wall_ms:.1f} ms/step "
-             f"under the profiler. Eigen convolutions (compile.cpu_conv={cfg.compile.cpu_conv!r}) run in Eigen's "
-             "thread pool and their time is not in the op rows", "",
-             "## by op kind (ms/step, share)"]
+    lines = [
+        f"# {args.steps} steps, batch {cfg.train.batch_size}, load average {[round(x, 2) for x in os.getloadavg()]}",
+        f"# sum of op times {total:.1f} ms/step (ops on 2 threads can overlap); wall {wall_ms:.1f} ms/step "
+        f"under the profiler. Eigen convolutions (compile.cpu_conv={cfg.compile.cpu_conv!r}) run in Eigen's "
+        "thread pool and their time is not in the op rows",
+        "",
+        "## by op kind (ms/step, share)",
+    ]
     lines += [f"{ms:9.2f}  {100 * ms / total:5.1f}%  {g}" for g, ms in groups.most_common()]
     lines += ["", f"## top {args.top} ops"]
     lines += [f"{ms:9.2f}  {100 * ms / total:5.1f}%  {n}  {shapes[n][:80]}" for n, ms in per_op.most_common(args.top)]

@@ -9,7 +9,7 @@ plus the loss sum and correct count the JAX step returns. Only imported when tor
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -30,8 +30,13 @@ class ConvBlock(nn.Module):
 
 
 class TorchCNN(nn.Module):
-    def __init__(self, widths: Sequence[int] = (32, 64, 56), depths: Sequence[int] = (2, 2, 1), residual: bool = False,
-                 num_classes: int = 10):
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 56),
+        depths: Sequence[int] = (2, 2, 1),
+        residual: bool = False,
+        num_classes: int = 10,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
@@ -52,8 +57,14 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def make_train_step(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, lr: float = 1e-3,
-                    channels_last: bool = False, seed: int = 0) -> Callable[[torch.Tensor], tuple[float, int]]:
+def make_train_step(
+    model: nn.Module,
+    images_u8: torch.Tensor,
+    labels: torch.Tensor,
+    lr: float = 1e-3,
+    channels_last: bool = False,
+    seed: int = 0,
+) -> Callable[[torch.Tensor], tuple[float, int]]:
     """`step(idx) -> (loss_sum, correct)`: one Adam step on the batch `images_u8[idx]`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt).train()
@@ -71,4 +82,5 @@ def make_train_step(model: nn.Module, images_u8: torch.Tensor, labels: torch.Ten
         losses.mean().backward()
         opt.step()
         return float(losses.detach().sum()), int((logits.detach().argmax(1) == y).sum())
+
     return step

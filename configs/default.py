@@ -17,7 +17,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment = "flip_lr"
     c.normalize = ml_collections.ConfigDict(dict(mean=0.5, std=0.5))
     c.train = ml_collections.ConfigDict(dict(epochs=3, batch_size=128, steps_per_epoch=0, label_smoothing=0.0))
-    c.optim = ml_collections.ConfigDict(dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0))
+    c.optim = ml_collections.ConfigDict(
+        dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0)
+    )
     c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False))
     c.members = ml_collections.ConfigDict(dict(strategy="auto", devices=0))
     c.compile = ml_collections.ConfigDict(dict(cpu_conv="eigen"))  # fmnist_jax/backend.py: why Eigen

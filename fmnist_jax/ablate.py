@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
@@ -36,8 +37,22 @@ from scipy import stats
 from fmnist_jax import checkpoints, cmdline, models, plots
 
 Table = list[dict[str, Any]]
-COLUMNS = ("point", "overrides", "params", "flops_per_image", "members", "val_acc_mean", "val_acc_std",
-           "test_acc_mean", "test_acc_std", "test_delta", "test_p", "val_delta", "val_p", "wall_s")
+COLUMNS = (
+    "point",
+    "overrides",
+    "params",
+    "flops_per_image",
+    "members",
+    "val_acc_mean",
+    "val_acc_std",
+    "test_acc_mean",
+    "test_acc_std",
+    "test_delta",
+    "test_p",
+    "val_delta",
+    "val_p",
+    "wall_s",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +128,9 @@ def check_budgets(points: Sequence[Point]) -> dict[str, int]:
         if n > p.config.max_params:
             over.append(f"{p.name} has {n:,} (limit {p.config.max_params:,})")
     if over:
-        raise models.BudgetError(f"{len(over)} of {len(points)} grid points over the parameter budget: " + "; ".join(over))
+        raise models.BudgetError(
+            f"{len(over)} of {len(points)} grid points over the parameter budget: " + "; ".join(over)
+        )
     return counts
 
 
@@ -127,8 +144,10 @@ def point_status(point: Point, workdir: Path) -> str:
         return "new"
     diffs = checkpoints.config_differences(json.loads((d / "config.json").read_text()), point.config.to_dict())
     if diffs:
-        raise cmdline.UsageError(f"{d} holds a run of a different config ({'; '.join(diffs)}); "
-                                 "use another --workdir, or delete that directory to redo the point")
+        raise cmdline.UsageError(
+            f"{d} holds a run of a different config ({'; '.join(diffs)}); "
+            "use another --workdir, or delete that directory to redo the point"
+        )
     return "done" if (d / "summary.json").exists() else "partial"
 
 
@@ -180,8 +199,11 @@ def paired(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float
 def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> Table:
     """One row per finished point (see COLUMNS); deltas and p-values are paired against `baseline`."""
     workdir = Path(workdir)
-    summaries = {p.name: json.loads((workdir / p.name / "summary.json").read_text())
-                 for p in points if (workdir / p.name / "summary.json").exists()}
+    summaries = {
+        p.name: json.loads((workdir / p.name / "summary.json").read_text())
+        for p in points
+        if (workdir / p.name / "summary.json").exists()
+    }
     ref = summaries.get(baseline)
     rows = []
     for p in points:
@@ -189,15 +211,24 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
         if s is None:
             continue
         extra = workdir / p.name / "ablate.json"
-        row = {"point": p.name, "overrides": p.describe(), "params": s["params"],
-               "flops_per_image": s["flops_per_image"], "members": len(s["members"]),
-               "val_acc_mean": s["val_accuracy"]["mean"], "val_acc_std": s["val_accuracy"]["std"],
-               "test_acc_mean": s["test_accuracy"]["mean"], "test_acc_std": s["test_accuracy"]["std"],
-               "wall_s": json.loads(extra.read_text())["wall_s"] if extra.exists() else float("nan")}
+        row = {
+            "point": p.name,
+            "overrides": p.describe(),
+            "params": s["params"],
+            "flops_per_image": s["flops_per_image"],
+            "members": len(s["members"]),
+            "val_acc_mean": s["val_accuracy"]["mean"],
+            "val_acc_std": s["val_accuracy"]["std"],
+            "test_acc_mean": s["test_accuracy"]["mean"],
+            "test_acc_std": s["test_accuracy"]["std"],
+            "wall_s": json.loads(extra.read_text())["wall_s"] if extra.exists() else float("nan"),
+        }
         for split in ("test", "val"):
             row[f"{split}_delta"], row[f"{split}_p"] = (
-                paired(ref["members"], s["members"], f"{split}_accuracy") if ref and p.name != baseline
-                else (float("nan"), float("nan")))
+                paired(ref["members"], s["members"], f"{split}_accuracy")
+                if ref and p.name != baseline
+                else (float("nan"), float("nan"))
+            )
         rows.append(row)
     return rows
 
@@ -221,16 +252,20 @@ def _delta(d: float, p: float) -> str:
 
 def to_markdown(table: Table, baseline: str) -> str:
     """A Markdown table; accuracies in %, deltas (points - baseline) with paired t-test p-values."""
-    lines = ["| point | overrides | params | MFLOPs/img | members | val acc % | test acc % | "
-             f"Δ test vs {baseline} | Δ val vs {baseline} | wall s |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| point | overrides | params | MFLOPs/img | members | val acc % | test acc % | "
+        f"Δ test vs {baseline} | Δ val vs {baseline} | wall s |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     for r in table:
         name = f"**{r['point']}**" if r["point"] == baseline else r["point"]
         overrides = r["overrides"].replace("|", "\\|")  # a bare | would split the cell
-        lines.append(f"| {name} | `{overrides}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
-                     f"{r['members']} | {_pct(r['val_acc_mean'], r['val_acc_std'])} | "
-                     f"{_pct(r['test_acc_mean'], r['test_acc_std'])} | {_delta(r['test_delta'], r['test_p'])} | "
-                     f"{_delta(r['val_delta'], r['val_p'])} | {r['wall_s']:.0f} |")
+        lines.append(
+            f"| {name} | `{overrides}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
+            f"{r['members']} | {_pct(r['val_acc_mean'], r['val_acc_std'])} | "
+            f"{_pct(r['test_acc_mean'], r['test_acc_std'])} | {_delta(r['test_delta'], r['test_p'])} | "
+            f"{_delta(r['val_delta'], r['val_p'])} | {r['wall_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -266,8 +301,17 @@ def sweep_yaml(ablation: str, points: Sequence[Point], workdir: str, overrides: 
         "name": Path(ablation.split(":", 1)[0]).stem,
         "method": "grid",
         "program": "fmnist_jax/cli.py",
-        "command": ["${env}", "${interpreter}", "${program}", "ablate", ablation, f"--workdir={workdir}",
-                    "--progress=false", *overrides, "${args}"],
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "${program}",
+            "ablate",
+            ablation,
+            f"--workdir={workdir}",
+            "--progress=false",
+            *overrides,
+            "${args}",
+        ],
         "parameters": {"point": {"values": [p.name for p in points]}},
     }
     return yaml.safe_dump(spec, sort_keys=False)
@@ -277,8 +321,10 @@ def budget_line(points: Sequence[Point]) -> str:
     """What each point trained on: the shared folds, seeds, epochs and step cap."""
     c = points[0].config
     steps = f", at most {c.train.steps_per_epoch} steps/epoch" if c.train.steps_per_epoch else ""
-    return (f"{len(tuple(c.cv.folds))} fold(s) {tuple(c.cv.folds)} of k={c.cv.k} x seeds {tuple(c.seeds)}, "
-            f"{c.train.epochs} epoch(s) of batch {c.train.batch_size}{steps}")
+    return (
+        f"{len(tuple(c.cv.folds))} fold(s) {tuple(c.cv.folds)} of k={c.cv.k} x seeds {tuple(c.seeds)}, "
+        f"{c.train.epochs} epoch(s) of batch {c.train.batch_size}{steps}"
+    )
 
 
 def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, baseline: str, command: str) -> Table:
@@ -295,7 +341,8 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
         f"(fold, seed) members, p the paired t-test's two-sided p-value.\n\n"
         + to_markdown(table, baseline)
         + (f"\nNot finished yet: {', '.join(pending)}\n" if pending else "")
-        + f"\nCommand: `{command}`\n")
+        + f"\nCommand: `{command}`\n"
+    )
     fig = bar_chart(table, f"{name}\n{budget_line(points)}", baseline)
     plots.save(fig, out / "chart.png")
     (out / "command.txt").write_text(command + "\n")
@@ -309,10 +356,12 @@ def _define(fv: flags.FlagValues) -> None:
     cmdline.define_config(fv)
     flags.DEFINE_string("workdir", None, "One subdirectory per point, plus the table and chart.", flag_values=fv)
     flags.DEFINE_multi_string("point", [], "Run only these points (repeatable); default all.", flag_values=fv)
-    flags.DEFINE_string("out", None, "Also write table, chart, summaries and command here (e.g. results/...).",
-                        flag_values=fv)
-    flags.DEFINE_string("export_sweep", None, "Write the grid as a W&B sweep YAML to this path and exit.",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "out", None, "Also write table, chart, summaries and command here (e.g. results/...).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "export_sweep", None, "Write the grid as a W&B sweep YAML to this path and exit.", flag_values=fv
+    )
     flags.DEFINE_bool("dry_run", False, "Expand the grid, check budgets, list the points and exit.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show progress bars.", flag_values=fv)
 

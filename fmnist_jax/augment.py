@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-ImageOp = Callable[[jax.Array, jax.Array], jax.Array]   # (key, image[H, W, C]) -> image
-BatchOp = Callable[[jax.Array, jax.Array], jax.Array]   # (key, images[B, H, W, C]) -> images
+ImageOp = Callable[[jax.Array, jax.Array], jax.Array]  # (key, image[H, W, C]) -> image
+BatchOp = Callable[[jax.Array, jax.Array], jax.Array]  # (key, images[B, H, W, C]) -> images
 
 REGISTRY: dict[str, Callable[..., ImageOp]] = {}
 
@@ -25,6 +25,7 @@ def register(name: str):
     def wrap(factory: Callable[..., ImageOp]) -> Callable[..., ImageOp]:
         REGISTRY[name] = factory
         return factory
+
     return wrap
 
 
@@ -43,17 +44,20 @@ def flip_ud(p: float = 0.5) -> ImageOp:
 @register("crop")
 def crop(pad: int = 4) -> ImageOp:
     """Random translation by up to `pad` pixels: zero-pad, then crop back to size."""
+
     def op(key, img):
         h, w, c = img.shape
         padded = jnp.pad(img, ((pad, pad), (pad, pad), (0, 0)))
         dy, dx = jax.random.randint(key, (2,), 0, 2 * pad + 1)
         return jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
+
     return op
 
 
 @register("erase")
 def erase(p: float = 0.5, area: tuple[float, float] = (0.02, 0.25), ratio: tuple[float, float] = (0.3, 3.3)) -> ImageOp:
     """Random erasing (Zhong et al. 2017): blank a random rectangle with probability p."""
+
     def op(key, img):
         h, w, _ = img.shape
         k_apply, k_area, k_ratio, k_y, k_x = jax.random.split(key, 5)
@@ -66,6 +70,7 @@ def erase(p: float = 0.5, area: tuple[float, float] = (0.02, 0.25), ratio: tuple
         ys, xs = jnp.arange(h)[:, None, None], jnp.arange(w)[None, :, None]
         box = (ys >= y0) & (ys < y0 + eh) & (xs >= x0) & (xs < x0 + ew)
         return jnp.where(box & jax.random.bernoulli(k_apply, p), 0.0, img)
+
     return op
 
 
@@ -94,4 +99,5 @@ def parse(spec: str) -> BatchOp:
         if not ops:
             return images
         return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+
     return batch

@@ -60,8 +60,9 @@ def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> tuple[in
     return epoch, mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
-def abstract_state(config: ml_collections.ConfigDict, steps_per_epoch: int, n_members: int,
-                   mesh: Mesh) -> train.TrainState:
+def abstract_state(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, n_members: int, mesh: Mesh
+) -> train.TrainState:
     """Shapes, dtypes and member-axis sharding of the stacked TrainState, computed without running anything.
 
     `apply_fn` and `tx` are static fields, so the restored state is ready to evaluate or train.
@@ -118,13 +119,17 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     A key the saved config predates counts as its `ADDED_KEYS` value, so older runs still resume.
     """
     a, b = flatten(with_added_keys(saved)), flatten(current)
-    keys = sorted(k for k in a.keys() | b.keys()
-                  if k.split(".", 1)[0] not in MUTABLE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>"))
+    keys = sorted(
+        k
+        for k in a.keys() | b.keys()
+        if k.split(".", 1)[0] not in MUTABLE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")
+    )
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 
 
-def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, data_digest: str,
-                     workdir: str | Path) -> None:
+def check_compatible(
+    meta: dict[str, Any], config: ml_collections.ConfigDict, data_digest: str, workdir: str | Path
+) -> None:
     """Refuse to resume a checkpoint made by another config or other data (raises CheckpointMismatch)."""
     diffs = config_differences(meta["config"], config.to_dict())
     if meta["data_digest"] != data_digest:
@@ -132,13 +137,16 @@ def check_compatible(meta: dict[str, Any], config: ml_collections.ConfigDict, da
     if diffs:
         raise CheckpointMismatch(
             f"{workdir} holds a checkpoint of a different run ({'; '.join(diffs)}); "
-            "use another --workdir, or delete that one to start over")
+            "use another --workdir, or delete that one to start over"
+        )
 
 
 def config_from_dict(config: dict[str, Any]) -> ml_collections.ConfigDict:
     """A config saved as JSON, with lists turned back into the tuples configs use and keys it predates added."""
+
     def tuples(x):
         if isinstance(x, dict):
             return {k: tuples(v) for k, v in x.items()}
         return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
     return ml_collections.ConfigDict(tuples(with_added_keys(config)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from absl import flags
 from ml_collections import config_flags
@@ -21,7 +21,13 @@ class UsageError(Exception):
 def _configs_importable(argv: list[str]) -> None:
     """Let a config file `from configs import default` wherever the command runs from."""
     for i, a in enumerate(argv):
-        path = a.split("=", 1)[1] if a.startswith("--config=") else argv[i + 1] if a == "--config" and i + 1 < len(argv) else None
+        path = (
+            a.split("=", 1)[1]
+            if a.startswith("--config=")
+            else argv[i + 1]
+            if a == "--config" and i + 1 < len(argv)
+            else None
+        )
         if path:
             root = str(Path(path.split(":", 1)[0]).resolve().parent.parent)
             if root not in sys.path:
@@ -39,11 +45,13 @@ def _one_line(e: Exception) -> str:
     return msg[1:-1] if len(msg) > 1 and msg[0] == msg[-1] == "'" else msg
 
 
-def parse(argv: list[str], define: Callable[[flags.FlagValues], None], required: tuple[str, ...] = ()) -> flags.FlagValues:
+def parse(
+    argv: list[str], define: Callable[[flags.FlagValues], None], required: tuple[str, ...] = ()
+) -> flags.FlagValues:
     """Parse `argv` (without the command name) into a fresh FlagValues set up by `define`."""
     fv = flags.FlagValues()
     _configs_importable(argv)
-    saved, sys.argv = sys.argv, ["fmnist-jax"] + argv   # config_flags reads sys.argv to define override flags
+    saved, sys.argv = sys.argv, ["fmnist-jax"] + argv  # config_flags reads sys.argv to define override flags
     try:
         define(fv)
         fv(sys.argv)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 # Raw (decompressed) IDX MD5s of the official release.
 FILES = {
@@ -29,7 +28,8 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = (
     "Install the real data with `sudo apt-get install -y dataset-fashion-mnist` "
     f"(files land in {DEBIAN_DIR}), or put the four official *-ubyte.gz files in a "
-    "folder and pass --config.data.dir=FOLDER or set FMNIST_DATA_DIR.")
+    "folder and pass --config.data.dir=FOLDER or set FMNIST_DATA_DIR."
+)
 _IDX_DTYPES = {0x08: np.uint8}
 
 
@@ -40,6 +40,7 @@ class DataError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """The four arrays (uint8 images [N, 28, 28], int32 labels) and their provenance."""
+
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
@@ -91,10 +92,12 @@ def parse_idx(raw: bytes, name: str = "IDX") -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{name}: truncated IDX header.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     size = int(np.prod(shape))
     if len(raw) != header + size:
-        raise DataError(f"{name}: expected {header + size} bytes for shape {shape}, got {len(raw)} (truncated or corrupt).")
+        raise DataError(
+            f"{name}: expected {header + size} bytes for shape {shape}, got {len(raw)} (truncated or corrupt)."
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
@@ -118,8 +121,10 @@ def _check(arrays: dict[str, np.ndarray], md5: dict[str, str], where: str, verif
     if verify:
         bad = [k for k, (_, want) in FILES.items() if md5[k] != want]
         if bad:
-            raise DataError(f"{where}: {', '.join(bad)} do not match the official Fashion-MNIST "
-                            f"checksums (corrupt or different data). {INSTALL_HINT}")
+            raise DataError(
+                f"{where}: {', '.join(bad)} do not match the official Fashion-MNIST "
+                f"checksums (corrupt or different data). {INSTALL_HINT}"
+            )
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
@@ -130,9 +135,14 @@ def _check(arrays: dict[str, np.ndarray], md5: dict[str, str], where: str, verif
 
 def _dataset(arrays: dict[str, np.ndarray], md5: dict[str, str], source: str, verify: bool) -> Dataset:
     _check(arrays, md5, source, verify)
-    return Dataset(train_images=arrays["train_images"], test_images=arrays["test_images"],
-                   train_labels=arrays["train_labels"].astype(np.int32),
-                   test_labels=arrays["test_labels"].astype(np.int32), md5=md5, source=source)
+    return Dataset(
+        train_images=arrays["train_images"],
+        test_images=arrays["test_images"],
+        train_labels=arrays["train_labels"].astype(np.int32),
+        test_labels=arrays["test_labels"].astype(np.int32),
+        md5=md5,
+        source=source,
+    )
 
 
 def load(data_dir: str | None = None, source: str = "idx", verify: bool = True) -> Dataset:
@@ -152,6 +162,7 @@ def _load_tfds(verify: bool) -> Dataset:
     """TFDS source (needs tensorflow + internet the first time); hashed as re-encoded IDX."""
     try:
         import tensorflow_datasets as tfds
+
         splits = tfds.as_numpy(tfds.load("fashion_mnist", split=["train", "test"], batch_size=-1, as_supervised=True))
     except Exception as e:  # TFDS raises many types (ImportError, DatasetNotFoundError, ...)
         raise DataError(f"TFDS could not provide fashion_mnist ({type(e).__name__}: {e}). {INSTALL_HINT}") from e

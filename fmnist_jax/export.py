@@ -15,7 +15,8 @@ import datetime
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,29 +33,36 @@ PLATFORMS = ("cpu", "cuda")
 @dataclasses.dataclass(frozen=True)
 class TrainedMember:
     """One member of a trained run, ready for inference."""
+
     config: ml_collections.ConfigDict
     model: models.CNN
     variables: dict[str, Any]
     info: dict[str, Any]  # fold, seed, val/test accuracy, data digest, workdir
 
 
-def inference_fn(config: ml_collections.ConfigDict, model: models.CNN, variables: dict[str, Any]
-                 ) -> Callable[[jax.Array], jax.Array]:
+def inference_fn(
+    config: ml_collections.ConfigDict, model: models.CNN, variables: dict[str, Any]
+) -> Callable[[jax.Array], jax.Array]:
     """uint8 [B, 28, 28] -> logits [B, 10], with exactly the training eval preprocessing (and flip averaging)."""
+
     def fn(images_u8: jax.Array) -> jax.Array:
         x = train.normalize(train.preprocess(images_u8), config)
         return train.infer(model.apply, variables, x, config.eval.tta_flip)
+
     return fn
 
 
 def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember:
     """Restore one member of a run: `member='FOLD,SEED'`, or the best by validation accuracy."""
     from fmnist_jax import evaluate, members  # lazy: orbax is only needed when restoring
+
     workdir = Path(workdir)
     try:
         summary = json.loads((workdir / "summary.json").read_text())
     except (OSError, ValueError) as e:
-        raise cmdline.UsageError(f"{workdir}: no readable summary.json ({e}); is it a finished `fmnist-jax train` run?") from e
+        raise cmdline.UsageError(
+            f"{workdir}: no readable summary.json ({e}); is it a finished `fmnist-jax train` run?"
+        ) from e
     config, ms, state = evaluate.load_trained(workdir)
     if member is None:
         i = int(np.argmax([m["val_accuracy"] for m in summary["members"]]))
@@ -67,9 +75,15 @@ def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember
     row = summary["members"][i]
     if (row["fold"], row["seed"]) != (ms[i].fold, ms[i].seed):
         raise RuntimeError(f"{workdir}: summary.json and the checkpoint list members in different orders")
-    info = {"fold": ms[i].fold, "seed": ms[i].seed, "val_accuracy": row["val_accuracy"],
-            "test_accuracy": row["test_accuracy"], "data_digest": summary.get("data_digest"),
-            "workdir": str(workdir.resolve()), "step": int(s.step)}
+    info = {
+        "fold": ms[i].fold,
+        "seed": ms[i].seed,
+        "val_accuracy": row["val_accuracy"],
+        "test_accuracy": row["test_accuracy"],
+        "data_digest": summary.get("data_digest"),
+        "workdir": str(workdir.resolve()),
+        "step": int(s.step),
+    }
     variables = {"params": s.params, "batch_stats": s.batch_stats}
     return TrainedMember(config, models.build(config), variables, info)
 
@@ -80,7 +94,7 @@ def write_manifest(out: str | Path, manifest: dict[str, Any]) -> None:
 
 def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes, dict[str, Any]]:
     """The serialized batch-polymorphic program and its manifest (what `ExportedModel` takes)."""
-    batch, = jax.export.symbolic_shape("batch")
+    (batch,) = jax.export.symbolic_shape("batch")
     fn = jax.jit(inference_fn(trained.config, trained.model, trained.variables))
     exp = jax.export.export(fn, platforms=platforms)(jax.ShapeDtypeStruct((batch, 28, 28), jnp.uint8))
     serialized = bytes(exp.serialize())
@@ -89,14 +103,17 @@ def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORM
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "classes": list(data.CLASS_NAMES),
-        "input": {"dtype": "uint8", "shape": ["batch", 28, 28],
-                  "convention": "Fashion-MNIST: greyscale, light item on a black (0) background"},
+        "input": {
+            "dtype": "uint8",
+            "shape": ["batch", 28, 28],
+            "convention": "Fashion-MNIST: greyscale, light item on a black (0) background",
+        },
         "output": {"name": "logits", "dtype": "float32", "shape": ["batch", 10]},
         "preprocessing": {
             "in_model": f"x / 255, then (x - {c.normalize.mean}) / {c.normalize.std}",
             "normalize": {"mean": float(c.normalize.mean), "std": float(c.normalize.std)},
             "files": "fmnist_jax.images: greyscale; invert auto|yes|no (auto: border mean > 127.5); "
-                     "non-28x28 images: trim dark border, longest edge to 28 (Lanczos), centre on black",
+            "non-28x28 images: trim dark border, longest edge to 28 (Lanczos), centre on black",
         },
         "model": {"name": c.name, **c.model.to_dict(), "params": models.count_params(trained.model)},
         "member": trained.info,
@@ -119,27 +136,32 @@ def export_model(trained: TrainedMember, out: str | Path, platforms: tuple[str, 
     return manifest
 
 
-def check_against_flax(trained: TrainedMember, model_dir: str | Path, test_images: np.ndarray,
-                       test_labels: np.ndarray) -> dict[str, Any]:
+def check_against_flax(
+    trained: TrainedMember, model_dir: str | Path, test_images: np.ndarray, test_labels: np.ndarray
+) -> dict[str, Any]:
     """Run the reloaded export and the Flax model on the test set: accuracy and the largest logit gap."""
     loaded = ExportedModel.load(model_dir)
     flax_fn = jax.jit(inference_fn(trained.config, trained.model, trained.variables))
     got = loaded.logits(test_images)
-    want = np.concatenate([np.asarray(flax_fn(test_images[s:s + 1000])) for s in range(0, len(test_images), 1000)])
-    return {"test_images": int(len(test_images)),
-            "exported_test_accuracy": float((got.argmax(-1) == test_labels).mean()),
-            "max_abs_logit_diff_vs_flax": float(np.abs(got - want).max()),
-            "argmax_agreement_vs_flax": float((got.argmax(-1) == want.argmax(-1)).mean())}
+    want = np.concatenate([np.asarray(flax_fn(test_images[s : s + 1000])) for s in range(0, len(test_images), 1000)])
+    return {
+        "test_images": int(len(test_images)),
+        "exported_test_accuracy": float((got.argmax(-1) == test_labels).mean()),
+        "max_abs_logit_diff_vs_flax": float(np.abs(got - want).max()),
+        "argmax_agreement_vs_flax": float((got.argmax(-1) == want.argmax(-1)).mean()),
+    }
 
 
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("workdir", None, "A finished `fmnist-jax train` run.", flag_values=fv)
     flags.DEFINE_string("out", None, "Folder for model.jax and manifest.json.", flag_values=fv)
-    flags.DEFINE_string("member", None, "FOLD,SEED of the member to export (default: best validation accuracy).",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "member", None, "FOLD,SEED of the member to export (default: best validation accuracy).", flag_values=fv
+    )
     flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms the artifact can run on.", flag_values=fv)
-    flags.DEFINE_bool("check", True, "Verify the artifact on the run's test set against the Flax model.",
-                      flag_values=fv)
+    flags.DEFINE_bool(
+        "check", True, "Verify the artifact on the run's test set against the Flax model.", flag_values=fv
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -153,10 +175,14 @@ def main(argv: list[str]) -> int:
             raise data.DataError(f"test data digest {ds.digest} differs from the run's {trained.info['data_digest']}")
         manifest["check"] = check = check_against_flax(trained, fv.out, ds.test_images, ds.test_labels)
         write_manifest(fv.out, manifest)
-        print(f"check on {check['test_images']} test images: accuracy {100 * check['exported_test_accuracy']:.2f}% "
-              f"(run reported {100 * manifest['test_accuracy']:.2f}%), max |logit diff| vs Flax "
-              f"{check['max_abs_logit_diff_vs_flax']:.2e}")
+        print(
+            f"check on {check['test_images']} test images: accuracy {100 * check['exported_test_accuracy']:.2f}% "
+            f"(run reported {100 * manifest['test_accuracy']:.2f}%), max |logit diff| vs Flax "
+            f"{check['max_abs_logit_diff_vs_flax']:.2e}"
+        )
     m = manifest["member"]
-    print(f"exported fold {m['fold']} seed {m['seed']} ({manifest['model']['params']:,} params) "
-          f"to {Path(fv.out) / MODEL_FILE} and {MANIFEST_FILE}")
+    print(
+        f"exported fold {m['fold']} seed {m['seed']} ({manifest['model']['params']:,} params) "
+        f"to {Path(fv.out) / MODEL_FILE} and {MANIFEST_FILE}"
+    )
     return 0

@@ -38,8 +38,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def describe(probabilities: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
     """Per image: predicted class name and index, its probability, and every class's probability."""
-    return [{"class": classes[int(p.argmax())], "class_index": int(p.argmax()), "probability": float(p.max()),
-             "probabilities": {c: float(q) for c, q in zip(classes, p)}} for p in probabilities]
+    return [
+        {
+            "class": classes[int(p.argmax())],
+            "class_index": int(p.argmax()),
+            "probability": float(p.max()),
+            "probabilities": {c: float(q) for c, q in zip(classes, p)},
+        }
+        for p in probabilities
+    ]
 
 
 def _bucket(n: int) -> int:
@@ -56,7 +63,7 @@ class ExportedModel:
         self._call = jax.jit(self.exported.call)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ExportedModel":
+    def load(cls, directory: str | Path) -> ExportedModel:
         d = Path(directory)
         try:
             manifest = json.loads((d / MANIFEST_FILE).read_text())
@@ -67,7 +74,9 @@ class ExportedModel:
             raise ModelFileError(f"{d}: manifest format {manifest.get('format')!r}, expected {FORMAT!r}")
         digest = hashlib.sha256(serialized).hexdigest()
         if digest != manifest.get("model_sha256"):
-            raise ModelFileError(f"{d / MODEL_FILE}: SHA-256 {digest[:12]}... does not match the manifest (corrupt or replaced)")
+            raise ModelFileError(
+                f"{d / MODEL_FILE}: SHA-256 {digest[:12]}... does not match the manifest (corrupt or replaced)"
+            )
         platform = jax.default_backend()
         platform = "cuda" if platform == "gpu" else platform
         if platform not in manifest.get("platforms", [platform]):
@@ -81,10 +90,10 @@ class ExportedModel:
             raise ValueError(f"expected uint8 [N, 28, 28], got {images.dtype} {list(images.shape)}")
         out = []
         for s in range(0, len(images), MAX_CHUNK):
-            chunk = images[s:s + MAX_CHUNK]
+            chunk = images[s : s + MAX_CHUNK]
             padded = np.zeros((_bucket(len(chunk)), 28, 28), np.uint8)
-            padded[:len(chunk)] = chunk
-            out.append(np.asarray(self._call(padded))[:len(chunk)])
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self._call(padded))[: len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:

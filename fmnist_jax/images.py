@@ -56,14 +56,14 @@ def fit(image: np.ndarray) -> np.ndarray:
         return image
     rows, cols = np.nonzero(image > _TRIM_THRESHOLD)
     if rows.size:
-        image = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        image = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = image.shape
     scale = SIZE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
     canvas = np.zeros((SIZE, SIZE), np.uint8)
     top, left = (SIZE - small.shape[0]) // 2, (SIZE - small.shape[1]) // 2
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
     return canvas
 
 
@@ -103,8 +103,9 @@ def as_uint8(array: np.ndarray, name: str = "array") -> np.ndarray:
         raise ImageError(f"{name}: contains NaN or infinity")
     if np.issubdtype(a.dtype, np.floating):
         if a.size and (a.min() < 0 or a.max() > 1):
-            raise ImageError(f"{name}: float pixels must lie in [0, 1] (got {a.min():g}..{a.max():g}); "
-                             "send integers 0..255 instead")
+            raise ImageError(
+                f"{name}: float pixels must lie in [0, 1] (got {a.min():g}..{a.max():g}); send integers 0..255 instead"
+            )
         return np.round(a * 255).astype(np.uint8)
     if a.size and (a.min() < 0 or a.max() > 255):
         raise ImageError(f"{name}: integer pixels must lie in 0..255 (got {a.min()}..{a.max()})")
@@ -130,6 +131,7 @@ def _decode_array(raw: bytes, name: str) -> np.ndarray:
             raise ImageError(f"{name}: unreadable .npy file ({e})") from e
     if raw[:3] == b"\x00\x00\x08":
         from fmnist_jax.data import DataError, parse_idx  # lazy: only IDX needs the data module
+
         try:
             return parse_idx(raw, name)
         except DataError as e:

@@ -15,7 +15,8 @@ for 4 members, results/bench/cpu_2dev_k4.md).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,14 +47,20 @@ def make_mesh(n_members: int, max_devices: int = 0) -> Mesh:
 def _unrolled(fn: Callable, in_axes: Sequence[int | None]) -> Callable:
     def run(*args):
         n = next(jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0)
-        outs = [fn(*(jax.tree.map(lambda x: x[i], a) if ax == 0 else a for a, ax in zip(args, in_axes)))
-                for i in range(n)]
+        outs = [fn(*(unstack(a, i) if ax == 0 else a for a, ax in zip(args, in_axes))) for i in range(n)]
         return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
     return run
 
 
-def over_members(fn: Callable, in_axes: Sequence[int | None], mesh: Mesh, strategy: str = "auto",
-                 donate_argnums: tuple[int, ...] = (), compiler_options: dict[str, str] | None = None) -> Callable:
+def over_members(
+    fn: Callable,
+    in_axes: Sequence[int | None],
+    mesh: Mesh,
+    strategy: str = "auto",
+    donate_argnums: tuple[int, ...] = (),
+    compiler_options: dict[str, str] | None = None,
+) -> Callable:
     """Jit `fn` over a leading member axis on the arguments whose `in_axes` is 0.
 
     Outputs carry the member axis. Each member computes exactly what it would alone: only

@@ -19,13 +19,14 @@ class Metrics:
     count: jax.Array
 
     @classmethod
-    def from_logits(cls, logits: jax.Array, labels: jax.Array, losses: jax.Array,
-                    mask: jax.Array | None = None) -> "Metrics":
+    def from_logits(
+        cls, logits: jax.Array, labels: jax.Array, losses: jax.Array, mask: jax.Array | None = None
+    ) -> Metrics:
         mask = jnp.ones_like(labels, jnp.float32) if mask is None else mask.astype(jnp.float32)
         hits = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         return cls(loss_sum=jnp.sum(losses * mask), correct=jnp.sum(hits * mask), count=jnp.sum(mask))
 
-    def merge(self, other: "Metrics") -> "Metrics":
+    def merge(self, other: Metrics) -> Metrics:
         return jax.tree.map(jnp.add, self, other)
 
     def compute(self) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ BatchNorm carry no bias; PyTorch's default biases make it 98,370).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,7 @@ class BudgetError(ValueError):
 
 class ConvBlock(nn.Module):
     """conv3x3 -> (BatchNorm) -> ReLU, with an identity shortcut when asked and shapes allow."""
+
     features: int
     batch_norm: bool
     residual: bool
@@ -98,8 +99,10 @@ def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
     """The parameter count, or BudgetError naming it when over `limit`."""
     n = count_params(model)
     if n > limit:
-        raise BudgetError(f"model has {n:,} parameters, over the budget of {limit:,} "
-                          f"({n - limit:,} too many) with widths={tuple(model.widths)}, depths={tuple(model.depths)}")
+        raise BudgetError(
+            f"model has {n:,} parameters, over the budget of {limit:,} "
+            f"({n - limit:,} too many) with widths={tuple(model.widths)}, depths={tuple(model.depths)}"
+        )
     return n
 
 
@@ -109,13 +112,14 @@ def fit_width(model: CNN, limit: int = MAX_PARAMS) -> CNN:
     Compares depths at equal parameter counts: a deeper net gets narrower stages, a
     shallower one wider, all keeping the reference's width ratios.
     """
+
     def scaled(s: float) -> CNN:
         return model.clone(widths=tuple(max(1, round(w * s)) for w in model.widths))
 
     lo, hi = 0.0, 1.0
     while count_params(scaled(hi)) <= limit:
         lo, hi = hi, 2 * hi
-    while max(h - l for h, l in zip(scaled(hi).widths, scaled(lo).widths)) > 1:  # to within a channel
+    while max(h - w for h, w in zip(scaled(hi).widths, scaled(lo).widths)) > 1:  # to within a channel
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if count_params(scaled(mid)) <= limit else (lo, mid)
     if count_params(scaled(lo)) > limit:

@@ -8,7 +8,8 @@ draws hundreds of figures leaks no memory and needs no display. `save` writes a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -45,7 +46,7 @@ def image_rows(rows: dict[str, np.ndarray], title: str = "") -> Figure:
         vmax = 255 if np.asarray(images).dtype == np.uint8 else 1
         for ax, image in zip(axes[r], images):
             ax.imshow(np.asarray(image).squeeze(), cmap="gray_r", vmin=0, vmax=vmax)
-        for ax in axes[r, len(images):]:
+        for ax in axes[r, len(images) :]:
             ax.set_axis_off()
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.05, top=1 - 0.45 / (len(rows) * 0.9 + 0.4))
@@ -54,12 +55,15 @@ def image_rows(rows: dict[str, np.ndarray], title: str = "") -> Figure:
     return fig
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, per_class: int = 8, seed: int = 0,
-                class_names: Sequence[str] = CLASS_NAMES) -> Figure:
+def sample_grid(
+    images: np.ndarray, labels: np.ndarray, per_class: int = 8, seed: int = 0, class_names: Sequence[str] = CLASS_NAMES
+) -> Figure:
     """One row per class, `per_class` randomly drawn examples each (uint8 images [N, 28, 28])."""
     rng = np.random.default_rng(seed)
-    rows = {name: images[rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
-            for c, name in enumerate(class_names)}
+    rows = {
+        name: images[rng.choice(np.flatnonzero(labels == c), per_class, replace=False)]
+        for c, name in enumerate(class_names)
+    }
     return image_rows(rows, title=f"{per_class} random training examples per class")
 
 
@@ -70,7 +74,9 @@ def class_balance(splits: dict[str, np.ndarray], class_names: Sequence[str] = CL
     k, width = len(class_names), 0.8 / max(len(splits), 1)
     for s, (name, labels) in enumerate(splits.items()):
         counts = np.bincount(labels, minlength=k)[:k]
-        bars = ax.bar(np.arange(k) + (s - (len(splits) - 1) / 2) * width, counts, width, label=f"{name} (n={len(labels):,})")
+        bars = ax.bar(
+            np.arange(k) + (s - (len(splits) - 1) / 2) * width, counts, width, label=f"{name} (n={len(labels):,})"
+        )
         ax.bar_label(bars, fontsize=7)
     ax.set_xticks(np.arange(k), class_names, rotation=30, ha="right")
     ax.set_ylabel("images")
@@ -135,8 +141,9 @@ def learning_curves(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int = 10) -> np.ndarray:
     """counts[true, predicted]."""
-    return np.bincount(num_classes * np.asarray(labels) + np.asarray(preds),
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(num_classes * np.asarray(labels) + np.asarray(preds), minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def confusion(counts: np.ndarray, class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> Figure:
@@ -148,8 +155,15 @@ def confusion(counts: np.ndarray, class_names: Sequence[str] = CLASS_NAMES, titl
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (i, j), r in np.ndenumerate(rates):
         if counts[i, j]:
-            ax.text(j, i, f"{100 * r:.0f}" if r >= 0.01 else "<1", ha="center", va="center", fontsize=7,
-                    color="white" if r > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{100 * r:.0f}" if r >= 0.01 else "<1",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if r > 0.5 else "black",
+            )
     k = len(class_names)
     ax.set_xticks(np.arange(k), class_names, rotation=45, ha="right")
     ax.set_yticks(np.arange(k), class_names)
@@ -161,8 +175,9 @@ def confusion(counts: np.ndarray, class_names: Sequence[str] = CLASS_NAMES, titl
     return fig
 
 
-def pick_examples(labels: np.ndarray, preds: np.ndarray, n: int = 24, wrong_fraction: float = 0.5,
-                  seed: int = 0) -> np.ndarray:
+def pick_examples(
+    labels: np.ndarray, preds: np.ndarray, n: int = 24, wrong_fraction: float = 0.5, seed: int = 0
+) -> np.ndarray:
     """Indices of `n` examples, up to `wrong_fraction` of them misclassified, in index order.
 
     Misclassified images are over-sampled on purpose (they are what one wants to look at);
@@ -172,18 +187,26 @@ def pick_examples(labels: np.ndarray, preds: np.ndarray, n: int = 24, wrong_frac
     wrong, right = np.flatnonzero(labels != preds), np.flatnonzero(labels == preds)
     n_wrong = min(len(wrong), int(round(n * wrong_fraction)))
     n_right = min(len(right), n - n_wrong)
-    return np.sort(np.concatenate([rng.choice(wrong, n_wrong, replace=False),
-                                   rng.choice(right, n_right, replace=False)])).astype(int)
+    return np.sort(
+        np.concatenate([rng.choice(wrong, n_wrong, replace=False), rng.choice(right, n_right, replace=False)])
+    ).astype(int)
 
 
-def predictions(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, idx: np.ndarray, cols: int = 8,
-                class_names: Sequence[str] = CLASS_NAMES, title: str = "") -> Figure:
+def predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    idx: np.ndarray,
+    cols: int = 8,
+    class_names: Sequence[str] = CLASS_NAMES,
+    title: str = "",
+) -> Figure:
     """The images `idx` with predicted class and probability; misclassified ones framed in red with the truth."""
     rows = -(-len(idx) // cols)
     fig = Figure(figsize=(cols * 1.45, rows * 1.75))
     axes = _image_axes(fig, rows, cols)
     preds = probs.argmax(-1)
-    for ax in axes.flat[len(idx):]:
+    for ax in axes.flat[len(idx) :]:
         ax.set_axis_off()
     for ax, i in zip(axes.flat, idx):
         ok = preds[i] == labels[i]

@@ -22,24 +22,32 @@ from fmnist_jax import cmdline, images
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("workdir", None, "A trained run (see --member).", flag_values=fv)
     flags.DEFINE_string("model", None, "An exported model folder (instead of --workdir).", flag_values=fv)
-    flags.DEFINE_string("member", None, "FOLD,SEED of the run's member (default: best validation accuracy).",
-                        flag_values=fv)
-    flags.DEFINE_enum("invert", "auto", images.INVERT_CHOICES,
-                      "Make dark-on-light pictures light-on-dark like Fashion-MNIST; auto: when the border is light.",
-                      flag_values=fv)
+    flags.DEFINE_string(
+        "member", None, "FOLD,SEED of the run's member (default: best validation accuracy).", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "invert",
+        "auto",
+        images.INVERT_CHOICES,
+        "Make dark-on-light pictures light-on-dark like Fashion-MNIST; auto: when the border is light.",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("json", False, "Print one JSON document instead of text.", flag_values=fv)
-    flags.DEFINE_integer("top_k", 3, "Classes shown per image in text output.", lower_bound=1, upper_bound=10,
-                         flag_values=fv)
+    flags.DEFINE_integer(
+        "top_k", 3, "Classes shown per image in text output.", lower_bound=1, upper_bound=10, flag_values=fv
+    )
 
 
 def _load_model(fv: flags.FlagValues):
     from fmnist_jax.exported import ExportedModel, ModelFileError  # heavy imports only after flags are good
+
     if fv.model:
         try:
             return ExportedModel.load(fv.model)
         except ModelFileError as e:
             raise cmdline.UsageError(str(e)) from e
     from fmnist_jax import export
+
     return ExportedModel(*export.build_artifact(export.load_member(fv.workdir, fv.member)))
 
 
@@ -57,6 +65,7 @@ def decode_files(paths: list[str], invert: images.Invert) -> tuple[list[tuple[st
 def predict_files(model, paths: list[str], invert: images.Invert = "auto") -> dict[str, Any]:
     """{'predictions': [{file, index, class, probability, probabilities...}], 'errors': [{file, error}]}."""
     from fmnist_jax.exported import describe
+
     ok, errors = decode_files(paths, invert)
     batch = np.concatenate([x for _, x in ok]) if ok else np.zeros((0, 28, 28), np.uint8)
     described = iter(describe(model.probabilities(batch), model.classes))

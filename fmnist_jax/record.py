@@ -16,8 +16,18 @@ import ml_collections
 
 from fmnist_jax.data import Dataset
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "chex", "numpy", "wandb",
-            "fmnist_jax")
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "ml-collections",
+    "chex",
+    "numpy",
+    "wandb",
+    "fmnist_jax",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -40,17 +50,27 @@ def cpu() -> dict[str, Any]:
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
-            "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count()}
+    return {
+        "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "isa": [f for f in ISA_FLAGS if f in flags],
+        "cores": os.cpu_count(),
+    }
 
 
 def git_revision(cwd: Path | None = None) -> str | None:
     """HEAD of the checkout holding this package, with '+dirty' when it has local changes."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return rev + ("+dirty" if dirty else "")

@@ -14,7 +14,8 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -64,11 +65,25 @@ def model_table(model: nn.Module) -> list[dict[str, Any]]:
         own = {col: tree[layer.name] for col, tree in variables.items() if layer.name in tree}
         apply = functools.partial(lambda v, x, layer, rest: layer.apply(v, x, *rest), layer=layer, rest=args[1:])
         flops = jax.jit(apply).lower(own, args[0]).cost_analysis()["flops"]
-        rows.append({"layer": layer.name, "op": _describe(layer, args[0]), "output": tuple(out.shape[1:]),
-                     "params": sum(p.size for p in jax.tree.leaves(own.get("params", {}))), "flops": float(flops)})
+        rows.append(
+            {
+                "layer": layer.name,
+                "op": _describe(layer, args[0]),
+                "output": tuple(out.shape[1:]),
+                "params": sum(p.size for p in jax.tree.leaves(own.get("params", {}))),
+                "flops": float(flops),
+            }
+        )
     total = models.flops_per_image(model)
-    rows.append({"layer": "(pooling)", "op": "max-pool, global average pool", "output": "",
-                 "params": 0, "flops": total - sum(r["flops"] for r in rows)})
+    rows.append(
+        {
+            "layer": "(pooling)",
+            "op": "max-pool, global average pool",
+            "output": "",
+            "params": 0,
+            "flops": total - sum(r["flops"] for r in rows),
+        }
+    )
     rows.append({"layer": "total", "op": "", "output": (10,), "params": models.count_params(model), "flops": total})
     return rows
 
@@ -110,14 +125,22 @@ def top_confusions(counts: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
     """The `n` most frequent (true -> predicted) mistakes."""
     off = counts * (1 - np.eye(len(counts), dtype=counts.dtype))
     order = np.argsort(off, axis=None)[::-1][:n]
-    return [{"true": data.CLASS_NAMES[i], "predicted": data.CLASS_NAMES[j], "count": int(off[i, j]),
-             "% of true class": 100 * off[i, j] / max(counts[i].sum(), 1)}
-            for i, j in zip(*np.unravel_index(order, counts.shape)) if off[i, j]]
+    return [
+        {
+            "true": data.CLASS_NAMES[i],
+            "predicted": data.CLASS_NAMES[j],
+            "count": int(off[i, j]),
+            "% of true class": 100 * off[i, j] / max(counts[i].sum(), 1),
+        }
+        for i, j in zip(*np.unravel_index(order, counts.shape))
+        if off[i, j]
+    ]
 
 
 def test_logits(workdir: Path) -> tuple[np.ndarray, data.Dataset] | None:
     """(per-member test logits [M, N, 10], dataset) from the run's latest checkpoint; None without one."""
     from fmnist_jax import evaluate  # orbax and compilation: only when a checkpoint exists
+
     try:
         _, _, dataset, _, logits, _ = evaluate.test_logits(workdir)
     except FileNotFoundError:
@@ -130,26 +153,56 @@ def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, mem
     labels = dataset.test_labels
     preds = logits.argmax(-1)
     counts = sum(plots.confusion_matrix(labels, p) for p in preds)
-    plots.save(plots.confusion(counts, title=f"Test confusion, {len(preds)} member(s) pooled "
-                               f"(% of true class; accuracy {100 * np.trace(counts) / counts.sum():.2f}%)"),
-               out / "confusion.png")
+    plots.save(
+        plots.confusion(
+            counts,
+            title=f"Test confusion, {len(preds)} member(s) pooled "
+            f"(% of true class; accuracy {100 * np.trace(counts) / counts.sum():.2f}%)",
+        ),
+        out / "confusion.png",
+    )
     (out / "confusion.json").write_text(json.dumps({"classes": data.CLASS_NAMES, "counts": counts.tolist()}))
     probs = np.asarray(jax.nn.softmax(logits[0]))
     idx = plots.pick_examples(labels, preds[0])
     m0 = members[0]
-    plots.save(plots.predictions(dataset.test_images, labels, probs, idx,
-                                 title=f"Member 0 (fold {m0['fold']}, seed {m0['seed']}) on test: "
-                                       f"{int((preds[0][idx] != labels[idx]).sum())} of {len(idx)} shown misclassified "
-                                       "(red; over-sampled)"), out / "predictions.png")
-    return ["## Test set", "", "![confusion](confusion.png)", "", "Most frequent mistakes (all members pooled):", "",
-            markdown_table(top_confusions(counts)), "", "![predictions](predictions.png)", ""]
+    plots.save(
+        plots.predictions(
+            dataset.test_images,
+            labels,
+            probs,
+            idx,
+            title=f"Member 0 (fold {m0['fold']}, seed {m0['seed']}) on test: "
+            f"{int((preds[0][idx] != labels[idx]).sum())} of {len(idx)} shown misclassified "
+            "(red; over-sampled)",
+        ),
+        out / "predictions.png",
+    )
+    return [
+        "## Test set",
+        "",
+        "![confusion](confusion.png)",
+        "",
+        "Most frequent mistakes (all members pooled):",
+        "",
+        markdown_table(top_confusions(counts)),
+        "",
+        "![predictions](predictions.png)",
+        "",
+    ]
 
 
 def member_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-member lines of a summary, accuracies in %."""
-    return [{"fold": m["fold"], "seed": m["seed"], "val accuracy %": f"{100 * m['val_accuracy']:.2f}",
-             "test accuracy %": f"{100 * m['test_accuracy']:.2f}", "test loss": f"{m['test_loss']:.4f}"}
-            for m in summary["members"]]
+    return [
+        {
+            "fold": m["fold"],
+            "seed": m["seed"],
+            "val accuracy %": f"{100 * m['val_accuracy']:.2f}",
+            "test accuracy %": f"{100 * m['test_accuracy']:.2f}",
+            "test loss": f"{m['test_loss']:.4f}",
+        }
+        for m in summary["members"]
+    ]
 
 
 def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
@@ -162,28 +215,59 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
     record_path = workdir / "record.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     rows = read_jsonl(workdir / "metrics.jsonl")
-    plots.save(plots.learning_curves(rows, title=f"{summary['name']}: learning curves "
-                                                 f"({len(summary['members'])} members; band ± 1 std)"),
-               out / "learning_curves.png")
-    md = [f"# Run report: {summary['name']}", "",
-          f"Run dir `{workdir}`, git `{record.get('git')}`, data digest `{summary['data_digest']}`, "
-          f"jax {record.get('versions', {}).get('jax')}, devices {record.get('devices')}.", "",
-          "## Summary", "",
-          markdown_table([{"members": len(summary["members"]), "params": summary["params"],
-                           "FLOPs/image": summary["flops_per_image"], "epochs": summary["epochs"],
-                           "steps/epoch": summary["steps_per_epoch"],
-                           "train img/s": f"{summary['train_images_per_s']:.0f} on {summary['devices']} device(s)",
-                           "val accuracy": _pct(summary["val_accuracy"]),
-                           "test accuracy": _pct(summary["test_accuracy"])}]), "",
-          markdown_table(member_rows(summary)), "",
-          "## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    plots.save(
+        plots.learning_curves(
+            rows, title=f"{summary['name']}: learning curves ({len(summary['members'])} members; band ± 1 std)"
+        ),
+        out / "learning_curves.png",
+    )
+    md = [
+        f"# Run report: {summary['name']}",
+        "",
+        f"Run dir `{workdir}`, git `{record.get('git')}`, data digest `{summary['data_digest']}`, "
+        f"jax {record.get('versions', {}).get('jax')}, devices {record.get('devices')}.",
+        "",
+        "## Summary",
+        "",
+        markdown_table(
+            [
+                {
+                    "members": len(summary["members"]),
+                    "params": summary["params"],
+                    "FLOPs/image": summary["flops_per_image"],
+                    "epochs": summary["epochs"],
+                    "steps/epoch": summary["steps_per_epoch"],
+                    "train img/s": f"{summary['train_images_per_s']:.0f} on {summary['devices']} device(s)",
+                    "val accuracy": _pct(summary["val_accuracy"]),
+                    "test accuracy": _pct(summary["test_accuracy"]),
+                }
+            ]
+        ),
+        "",
+        markdown_table(member_rows(summary)),
+        "",
+        "## Learning curves",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ]
     found = test_logits(workdir)
     if found:
         md += write_test_figures(out, *found, summary["members"])
     else:
         md += ["## Test set", "", "No checkpoint in this run dir: no confusion matrix or sample predictions.", ""]
-    md += ["## Model", "", markdown_table(model_table(models.build(config))), "",
-           "## Config", "", "```json", json.dumps(config.to_dict(), indent=1), "```", ""]
+    md += [
+        "## Model",
+        "",
+        markdown_table(model_table(models.build(config))),
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(config.to_dict(), indent=1),
+        "```",
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
@@ -202,8 +286,9 @@ def read_ablation(directory: str | Path) -> tuple[list[dict[str, Any]], str, str
     """(table rows, baseline point, table.md text) of an ablation dir written by `fmnist-jax ablate`."""
     directory = Path(directory)
     with open(directory / "table.csv", newline="") as f:
-        table = [{k: v if k in ("point", "overrides") else _number(v) for k, v in row.items()}
-                 for row in csv.DictReader(f)]
+        table = [
+            {k: v if k in ("point", "overrides") else _number(v) for k, v in row.items()} for row in csv.DictReader(f)
+        ]
     text = (directory / "table.md").read_text()
     found = re.search(r"Baseline: \*\*([^*]+)\*\*", text)
     return table, found.group(1) if found else table[0]["point"], text
@@ -217,11 +302,16 @@ def ablation_report(directory: str | Path, out: str | Path | None = None) -> Pat
     out = Path(out or directory / "report")
     out.mkdir(parents=True, exist_ok=True)
     table, baseline, table_md = read_ablation(directory)
-    plots.save(ablate.bar_chart(table, f"{directory.name}: accuracy per point (mean ± std over members)", baseline),
-               out / "ablation.png")
+    plots.save(
+        ablate.bar_chart(table, f"{directory.name}: accuracy per point (mean ± std over members)", baseline),
+        out / "ablation.png",
+    )
     md = [f"# Ablation report: {directory.name}", "", "![accuracy per point](ablation.png)", ""]
-    runs = {r["point"]: read_jsonl(directory / r["point"] / "metrics.jsonl") for r in table
-            if (directory / r["point"] / "metrics.jsonl").exists()}
+    runs = {
+        r["point"]: read_jsonl(directory / r["point"] / "metrics.jsonl")
+        for r in table
+        if (directory / r["point"] / "metrics.jsonl").exists()
+    }
     if runs:
         plots.save(plots.compare_curves(runs, "val_accuracy"), out / "ablation_curves.png")
         md += ["![validation accuracy per epoch](ablation_curves.png)", ""]

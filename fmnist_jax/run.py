@@ -21,7 +21,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fmnist_jax import backend, checkpoints, data, members, models, tracking, train
-from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
 from fmnist_jax.writers import JsonlWriter, MetricWriter, MultiWriter
 
@@ -47,6 +46,7 @@ def members_of(config: ml_collections.ConfigDict) -> list[Member]:
 @dataclasses.dataclass
 class Experiment:
     """Everything fixed for a run: data on the device, members, their splits and compiled steps."""
+
     config: ml_collections.ConfigDict
     dataset: data.Dataset
     members: list[Member]
@@ -77,23 +77,44 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
     b = config.train.batch_size
     steps = min(len(t) for t in train_idx) // b
     if b <= 0 or steps == 0:
-        raise ValueError(f"train.batch_size={b} must be positive and at most the training fold size {min(map(len, train_idx))}")
+        raise ValueError(
+            f"train.batch_size={b} must be positive and at most the training fold size {min(map(len, train_idx))}"
+        )
     if config.train.steps_per_epoch:
         steps = min(steps, config.train.steps_per_epoch)
     mesh = members.make_mesh(len(ms), config.members.devices)
     tx = train.optimizer(config, steps)
     strategy, options = config.members.strategy, backend.compiler_options(config.compile.cpu_conv)
-    arrays = members.place({k: jnp.asarray(getattr(dataset, k)) for k in
-                            ("train_images", "train_labels", "test_images", "test_labels")}, mesh, stacked=False)
+    arrays = members.place(
+        {k: jnp.asarray(getattr(dataset, k)) for k in ("train_images", "train_labels", "test_images", "test_labels")},
+        mesh,
+        stacked=False,
+    )
     return Experiment(
-        config=config, dataset=dataset, members=ms, model=model, n_params=n_params, mesh=mesh,
-        train_idx=train_idx, val_idx=val_idx, steps_per_epoch=steps, arrays=arrays,
-        init_fn=members.over_members(lambda ik, ak: train.create_state(model, tx, ik, ak), (0, 0), mesh, strategy,
-                                       compiler_options=options),
-        train_step=members.over_members(train.make_train_step(config), (0, None, None, 0), mesh, strategy,
-                                        donate_argnums=(0,), compiler_options=options),
-        eval_step=members.over_members(train.make_eval_step(config), (0, None, None, 0, 0), mesh, strategy,
-                                       compiler_options=options),
+        config=config,
+        dataset=dataset,
+        members=ms,
+        model=model,
+        n_params=n_params,
+        mesh=mesh,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        steps_per_epoch=steps,
+        arrays=arrays,
+        init_fn=members.over_members(
+            lambda ik, ak: train.create_state(model, tx, ik, ak), (0, 0), mesh, strategy, compiler_options=options
+        ),
+        train_step=members.over_members(
+            train.make_train_step(config),
+            (0, None, None, 0),
+            mesh,
+            strategy,
+            donate_argnums=(0,),
+            compiler_options=options,
+        ),
+        eval_step=members.over_members(
+            train.make_eval_step(config), (0, None, None, 0, 0), mesh, strategy, compiler_options=options
+        ),
     )
 
 
@@ -112,19 +133,29 @@ def init_state(exp: Experiment) -> train.TrainState:
 def epoch_order(exp: Experiment, epoch: int) -> np.ndarray:
     """[steps, members, batch] dataset indices; each member shuffles its own fold by (seed, fold, epoch)."""
     n = exp.steps_per_epoch * exp.batch_size
-    order = [idx[np.random.default_rng((m.seed, m.fold, epoch)).permutation(len(idx))[:n]]
-             for m, idx in zip(exp.members, exp.train_idx)]
+    order = [
+        idx[np.random.default_rng((m.seed, m.fold, epoch)).permutation(len(idx))[:n]]
+        for m, idx in zip(exp.members, exp.train_idx)
+    ]
     return np.stack(order).reshape(len(exp.members), exp.steps_per_epoch, exp.batch_size).transpose(1, 0, 2)
 
 
-def train_epoch(exp: Experiment, state: train.TrainState, epoch: int, progress: bool = True
-                ) -> tuple[train.TrainState, dict[str, np.ndarray]]:
+def train_epoch(
+    exp: Experiment, state: train.TrainState, epoch: int, progress: bool = True
+) -> tuple[train.TrainState, dict[str, np.ndarray]]:
     """One epoch for all members; returns the new state and per-member train loss/accuracy."""
     order = members.place(jnp.asarray(epoch_order(exp, epoch)), exp.mesh, stacked=False)
     a = exp.arrays
     total = None
-    bar = tqdm(total=exp.steps_per_epoch * exp.batch_size * len(exp.members), unit="img", unit_scale=True,
-               desc=f"epoch {epoch + 1}/{exp.config.train.epochs}", disable=not progress, mininterval=2, leave=False)
+    bar = tqdm(
+        total=exp.steps_per_epoch * exp.batch_size * len(exp.members),
+        unit="img",
+        unit_scale=True,
+        desc=f"epoch {epoch + 1}/{exp.config.train.epochs}",
+        disable=not progress,
+        mininterval=2,
+        leave=False,
+    )
     for step in range(exp.steps_per_epoch):
         state, m = exp.train_step(state, a["train_images"], a["train_labels"], order[step])
         total = m if total is None else total.merge(m)
@@ -142,7 +173,11 @@ def evaluate(exp: Experiment, state: train.TrainState, split: str) -> tuple[dict
         idx_list, images, labels = exp.val_idx, exp.arrays["train_images"], exp.arrays["train_labels"]
     elif split == "test":
         n = exp.dataset.test_labels.shape[0]
-        idx_list, images, labels = [np.arange(n)] * len(exp.members), exp.arrays["test_images"], exp.arrays["test_labels"]
+        idx_list, images, labels = (
+            [np.arange(n)] * len(exp.members),
+            exp.arrays["test_images"],
+            exp.arrays["test_labels"],
+        )
     else:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     bs = exp.config.eval.batch_size
@@ -150,10 +185,12 @@ def evaluate(exp: Experiment, state: train.TrainState, split: str) -> tuple[dict
     idx = np.zeros((len(idx_list), n_max), np.int32)
     mask = np.zeros((len(idx_list), n_max), bool)
     for i, ix in enumerate(idx_list):
-        idx[i, :len(ix)], mask[i, :len(ix)] = ix, True
+        idx[i, : len(ix)], mask[i, : len(ix)] = ix, True
     total, logits = None, []
     for s in range(0, n_max, bs):
-        m, lg = exp.eval_step(state, images, labels, *members.place((idx[:, s:s + bs], mask[:, s:s + bs]), exp.mesh, True))
+        m, lg = exp.eval_step(
+            state, images, labels, *members.place((idx[:, s : s + bs], mask[:, s : s + bs]), exp.mesh, True)
+        )
         total = m if total is None else total.merge(m)
         logits.append(lg)
     n = max(map(len, idx_list))
@@ -175,15 +212,23 @@ def mean_std(x) -> dict[str, float]:
     return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0}
 
 
-def summarize(exp: Experiment, val: dict[str, np.ndarray], test: dict[str, np.ndarray],
-              epoch_seconds: list[float]) -> dict[str, Any]:
+def summarize(
+    exp: Experiment, val: dict[str, np.ndarray], test: dict[str, np.ndarray], epoch_seconds: list[float]
+) -> dict[str, Any]:
     imgs = exp.steps_per_epoch * exp.batch_size * len(exp.members)
     steady = epoch_seconds[1:] or epoch_seconds  # epoch 1 includes compilation
     return {
         "name": exp.config.name,
-        "members": [{"fold": m.fold, "seed": m.seed, "val_accuracy": float(val["accuracy"][i]),
-                     "test_accuracy": float(test["accuracy"][i]), "test_loss": float(test["loss"][i])}
-                    for i, m in enumerate(exp.members)],
+        "members": [
+            {
+                "fold": m.fold,
+                "seed": m.seed,
+                "val_accuracy": float(val["accuracy"][i]),
+                "test_accuracy": float(test["accuracy"][i]),
+                "test_loss": float(test["loss"][i]),
+            }
+            for i, m in enumerate(exp.members)
+        ],
         "val_accuracy": mean_std(val["accuracy"]),
         "test_accuracy": mean_std(test["accuracy"]),
         "params": exp.n_params,
@@ -200,15 +245,22 @@ def summarize(exp: Experiment, val: dict[str, np.ndarray], test: dict[str, np.nd
 
 def format_summary(s: dict[str, Any]) -> str:
     v, t = s["val_accuracy"], s["test_accuracy"]
-    return (f"{s['name']}: {len(s['members'])} members, {s['params']:,} params, {s['epochs']} epochs, "
-            f"{s['train_images_per_s']:.0f} img/s | val acc {100 * v['mean']:.2f} ± {100 * v['std']:.2f}% | "
-            f"test acc {100 * t['mean']:.2f} ± {100 * t['std']:.2f}%")
+    return (
+        f"{s['name']}: {len(s['members'])} members, {s['params']:,} params, {s['epochs']} epochs, "
+        f"{s['train_images_per_s']:.0f} img/s | val acc {100 * v['mean']:.2f} ± {100 * v['std']:.2f}% | "
+        f"test acc {100 * t['mean']:.2f} ± {100 * t['std']:.2f}%"
+    )
 
 
 def _meta(exp: Experiment, epoch_seconds: list[float]) -> dict[str, Any]:
     """The checkpoint's JSON item: enough to rebuild the state without data and to refuse a different run."""
-    return {"config": exp.config.to_dict(), "data_digest": exp.dataset.digest, "steps_per_epoch": exp.steps_per_epoch,
-            "members": [dataclasses.asdict(m) for m in exp.members], "epoch_seconds": epoch_seconds}
+    return {
+        "config": exp.config.to_dict(),
+        "data_digest": exp.dataset.digest,
+        "steps_per_epoch": exp.steps_per_epoch,
+        "members": [dataclasses.asdict(m) for m in exp.members],
+        "epoch_seconds": epoch_seconds,
+    }
 
 
 def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[train.TrainState, int, list[float]]:
@@ -224,7 +276,7 @@ def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[train.TrainState, int
 def _keep_rows(path: Path, last_epoch: int) -> None:
     """Drop metric rows past the restored checkpoint (logged before a kill, about to be redone)."""
     kept = []
-    for line in (path.read_text().splitlines() if path.exists() and last_epoch else []):
+    for line in path.read_text().splitlines() if path.exists() and last_epoch else []:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the kill
@@ -237,17 +289,23 @@ def _keep_rows(path: Path, last_epoch: int) -> None:
 def _figures(exp: Experiment, logits: np.ndarray, i: int) -> dict[str, Any]:
     """Member i's test confusion matrix and sample predictions, as matplotlib figures."""
     from fmnist_jax import plots  # matplotlib only when figures are wanted
+
     labels = exp.dataset.test_labels
     probs = np.asarray(jax.nn.softmax(logits[i]))
     preds, m = probs.argmax(-1), exp.members[i]
-    return {"test/confusion_matrix": plots.confusion(plots.confusion_matrix(labels, preds),
-                                                     title=f"{exp.config.name} {m.tag}: test confusion"),
-            "test/predictions": plots.predictions(exp.dataset.test_images, labels, probs,
-                                                  plots.pick_examples(labels, preds))}
+    return {
+        "test/confusion_matrix": plots.confusion(
+            plots.confusion_matrix(labels, preds), title=f"{exp.config.name} {m.tag}: test confusion"
+        ),
+        "test/predictions": plots.predictions(
+            exp.dataset.test_images, labels, probs, plots.pick_examples(labels, preds)
+        ),
+    }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True,
-                       writer: MetricWriter | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True, writer: MetricWriter | None = None
+) -> dict[str, Any]:
     """Train every member of `config` together, log per-epoch metrics, evaluate on test, write the summary.
 
     Resumes from the workdir's latest checkpoint (refusing one made by a different config);
@@ -268,14 +326,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, p
     record = run_record(config, exp.dataset) | ({"resumed_from_epoch": start} if start else {})
     (workdir / "record.json").write_text(json.dumps(record, indent=2, default=str))
     _keep_rows(workdir / "metrics.jsonl", start)
-    tracker = None if config.wandb.mode == "disabled" else tracking.WandbWriter(
-        config, exp.members, workdir, extra={"params": exp.n_params, "data_digest": exp.dataset.digest}, resume=start > 0)
+    tracker = (
+        None
+        if config.wandb.mode == "disabled"
+        else tracking.WandbWriter(
+            config,
+            exp.members,
+            workdir,
+            extra={"params": exp.n_params, "data_digest": exp.dataset.digest},
+            resume=start > 0,
+        )
+    )
     writers = MultiWriter([w for w in (JsonlWriter(workdir / "metrics.jsonl"), writer, tracker) if w is not None])
     every = config.checkpoint.every_epochs
     val_m = None
     try:
-        epochs = tqdm(range(start, config.train.epochs), desc=config.name, unit="epoch", disable=not progress,
-                      initial=start, total=config.train.epochs)
+        epochs = tqdm(
+            range(start, config.train.epochs),
+            desc=config.name,
+            unit="epoch",
+            disable=not progress,
+            initial=start,
+            total=config.train.epochs,
+        )
         for epoch in epochs:
             t0 = time.perf_counter()
             state, train_m = train_epoch(exp, state, epoch, progress)

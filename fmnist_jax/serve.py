@@ -65,11 +65,14 @@ def _from_json(body: bytes, invert: images.Invert) -> np.ndarray:
 
 async def _multipart_files(request: Request, body: bytes, max_files: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of each uploaded file; a malformed form is starlette's 400 with its message."""
+
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
+
     form = await Request(request.scope, replay).form(max_files=max_files, max_fields=max_files)
-    files = [(f.filename or f"file {i}", await f.read())
-             for i, (_, f) in enumerate(form.multi_items()) if hasattr(f, "read")]
+    files = [
+        (f.filename or f"file {i}", await f.read()) for i, (_, f) in enumerate(form.multi_items()) if hasattr(f, "read")
+    ]
     if not files:
         raise images.ImageError("multipart form holds no file; send the image as a file field, e.g. -F file=@shirt.png")
     return files
@@ -108,8 +111,11 @@ def create_app(model: ExportedModel, max_body_bytes: int = MAX_BODY_BYTES, max_b
             elif kind.startswith("image/") or kind in ("application/octet-stream", "application/x-npy", ""):
                 batch = await run_in_threadpool(images.decode, body, "body", invert)
             else:
-                raise _error(415, f"unsupported Content-Type {kind!r}; send multipart/form-data, "
-                                  "an image/* or application/octet-stream body, or application/json")
+                raise _error(
+                    415,
+                    f"unsupported Content-Type {kind!r}; send multipart/form-data, "
+                    "an image/* or application/octet-stream body, or application/json",
+                )
         except images.ImageError as e:
             raise _error(422, str(e)) from e
         if len(batch) == 0:
@@ -124,8 +130,9 @@ def create_app(model: ExportedModel, max_body_bytes: int = MAX_BODY_BYTES, max_b
 
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("model", None, "An exported model folder (`fmnist-jax export`).", flag_values=fv)
-    flags.DEFINE_string("host", "127.0.0.1", "Interface to bind; 0.0.0.0 exposes the service to the network.",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "host", "127.0.0.1", "Interface to bind; 0.0.0.0 exposes the service to the network.", flag_values=fv
+    )
     flags.DEFINE_integer("port", 8000, "TCP port.", lower_bound=0, upper_bound=65535, flag_values=fv)
     flags.DEFINE_integer("max_batch", MAX_BATCH, "Most images per request.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("max_body_bytes", MAX_BODY_BYTES, "Largest request body.", lower_bound=1, flag_values=fv)
@@ -144,6 +151,7 @@ def warm_up(model: ExportedModel, max_batch: int) -> None:
 def main(argv: list[str]) -> int:
     fv = cmdline.parse(argv, _define, required=("model",))
     import uvicorn
+
     try:
         model = ExportedModel.load(Path(fv.model))
     except ModelFileError as e:

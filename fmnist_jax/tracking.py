@@ -13,12 +13,14 @@ writer goes quiet; `metrics.jsonl` is written regardless. Run ids are kept in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -32,13 +34,20 @@ RUN_IDS = "wandb_runs.json"
 class WandbWriter:
     """`write(rows)` logs each row to its member's run at step = epoch, e.g. 'train/loss', 'val/accuracy'."""
 
-    def __init__(self, config: ml_collections.ConfigDict, members: Sequence[Any], workdir: str | Path,
-                 extra: dict[str, Any] | None = None, resume: bool = False):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        members: Sequence[Any],
+        workdir: str | Path,
+        extra: dict[str, Any] | None = None,
+        resume: bool = False,
+    ):
         self.runs: list[Any] = []
         self._guard("init", lambda: self._init(config, members, Path(workdir), extra or {}, resume))
 
     def _init(self, config, members, workdir: Path, extra: dict[str, Any], resume: bool) -> None:
         import wandb  # only when W&B is used: importing it costs seconds
+
         w = config.wandb
         ids_path = workdir / RUN_IDS
         ids = json.loads(ids_path.read_text()) if resume and ids_path.exists() else {}
@@ -47,12 +56,24 @@ class WandbWriter:
         flat = flatten(config.to_dict())
 
         def start(mode: str) -> list[Any]:
-            return [wandb.init(
-                project=w.project, entity=w.entity or None, group=w.group or config.name,
-                job_type=w.job_type or config.name, name=f"{config.name}-{m.tag}", id=ids[m.tag],
-                resume="allow", dir=str(workdir), mode=mode, reinit="create_new",
-                config={**flat, **extra, "fold": m.fold, "seed": m.seed, "member": i},
-                settings=wandb.Settings(silent=True)) for i, m in enumerate(members)]
+            return [
+                wandb.init(
+                    project=w.project,
+                    entity=w.entity or None,
+                    group=w.group or config.name,
+                    job_type=w.job_type or config.name,
+                    name=f"{config.name}-{m.tag}",
+                    id=ids[m.tag],
+                    resume="allow",
+                    dir=str(workdir),
+                    mode=mode,
+                    reinit="create_new",
+                    config={**flat, **extra, "fold": m.fold, "seed": m.seed, "member": i},
+                    settings=wandb.Settings(silent=True),
+                )
+                for i, m in enumerate(members)
+            ]
+
         try:
             self.runs = start(w.mode)
         except Exception as e:
@@ -67,43 +88,50 @@ class WandbWriter:
         try:
             fn()
         except Exception as e:  # W&B must never kill training, whatever it raises
-            warnings.warn(f"W&B {what} failed ({type(e).__name__}: {e}); continuing without W&B "
-                          "(metrics.jsonl has every metric)", stacklevel=3)
+            warnings.warn(
+                f"W&B {what} failed ({type(e).__name__}: {e}); continuing without W&B (metrics.jsonl has every metric)",
+                stacklevel=3,
+            )
             self._finish()
 
     def _finish(self) -> None:
         runs, self.runs = self.runs, []
         for r in runs:
-            try:
+            with contextlib.suppress(Exception):  # already failing; the warning has been given
                 r.finish()
-            except Exception:  # already failing; the warning has been given
-                pass
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         def log():
             for row in rows:
-                metrics = {k.replace("_", "/", 1): v for k, v in row.items()
-                           if k not in ("member", "fold", "seed", "epoch")}
+                metrics = {
+                    k.replace("_", "/", 1): v for k, v in row.items() if k not in ("member", "fold", "seed", "epoch")
+                }
                 # commit now, not at the next step: the row is handed to wandb-core at once
                 self.runs[row["member"]].log({**metrics, "epoch": row["epoch"]}, step=row["epoch"], commit=True)
+
         if self.runs:
             self._guard("log", log)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Final per-member val/test accuracy into each run's summary."""
+
         def put():
             for run, m in zip(self.runs, summary["members"]):
                 run.summary.update({k: v for k, v in m.items() if k not in ("fold", "seed")})
                 run.summary.update({"params": summary["params"], "data_digest": summary["data_digest"]})
+
         if self.runs:
             self._guard("summary", put)
 
     def write_figures(self, figures: Callable[[int], dict[str, Any]]) -> None:
         """Log `figures(i)` (name -> matplotlib Figure) to member i's run as images (at the step after the last)."""
+
         def put():
             import wandb
+
             for i, run in enumerate(self.runs):
                 run.log({k: wandb.Image(_pixels(f)) for k, f in figures(i).items()})
+
         if self.runs:
             self._guard("images", put)
 
@@ -115,6 +143,7 @@ class WandbWriter:
 def _pixels(fig: Any) -> np.ndarray:
     """RGBA pixels of a pyplot-free Figure (wandb.Image(fig) would go through pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())
@@ -128,6 +157,7 @@ def offline_records(path: str | Path) -> Iterator[Any]:
     2 first, 3 middle, 4 last); a block tail shorter than a header is zero padding.
     """
     from wandb.proto import wandb_internal_pb2
+
     buf = Path(path).read_bytes()
     if buf[:4] != b":W&B":
         raise ValueError(f"{path} is not a W&B transaction log")
@@ -136,8 +166,8 @@ def offline_records(path: str | Path) -> Iterator[Any]:
         if block - pos % block < 7:
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", buf[pos:pos + 7])
-        chunk, pos = buf[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", buf[pos : pos + 7])
+        chunk, pos = buf[pos + 7 : pos + 7 + length], pos + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()

@@ -7,7 +7,8 @@ input pipeline to wait for, and nothing but indices crosses per step.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -46,11 +47,17 @@ def optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.
     raise ValueError(f"unknown optim.name {o.name!r}; use adam or adamw")
 
 
-def create_state(model: nn.Module, tx: optax.GradientTransformation, init_key: jax.Array,
-                 aug_key: jax.Array) -> TrainState:
+def create_state(
+    model: nn.Module, tx: optax.GradientTransformation, init_key: jax.Array, aug_key: jax.Array
+) -> TrainState:
     variables = models.init_variables(model, init_key)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}), key=aug_key)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+        key=aug_key,
+    )
 
 
 def preprocess(images_u8: jax.Array) -> jax.Array:
@@ -78,14 +85,16 @@ def make_train_step(config: ml_collections.ConfigDict) -> Callable:
         x = normalize(aug(jax.random.fold_in(state.key, state.step), x), config)
 
         def loss_fn(params):
-            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
-                                             x, train=True, mutable=["batch_stats"])
+            logits, updates = state.apply_fn(
+                {"params": params, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
+            )
             losses = _losses(logits, y, smoothing)
             return losses.mean(), (logits, losses, updates)
 
         (_, (logits, losses, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
         return state, Metrics.from_logits(logits, y, _losses(logits, y, 0.0) if smoothing else losses)
+
     return train_step
 
 
@@ -107,4 +116,5 @@ def make_eval_step(config: ml_collections.ConfigDict) -> Callable:
         x, y = normalize(preprocess(images_u8[idx]), config), labels[idx]
         logits = infer(state.apply_fn, {"params": state.params, "batch_stats": state.batch_stats}, x, tta_flip)
         return Metrics.from_logits(logits, y, _losses(logits, y, 0.0), mask), logits
+
     return eval_step

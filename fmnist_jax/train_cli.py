@@ -18,6 +18,7 @@ def _define(fv: flags.FlagValues) -> None:
 def main(argv: list[str]) -> int:
     fv = cmdline.parse(argv, _define, required=("config", "workdir"))
     from fmnist_jax import run  # heavy imports only once the arguments are known good
+
     summary = run.train_and_evaluate(fv.config, fv.workdir, progress=fv.progress)
     print(run.format_summary(summary))
     print(f"wrote {Path(fv.workdir) / 'summary.json'}")

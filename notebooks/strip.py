@@ -15,8 +15,9 @@ def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     language = nb.metadata.get("language_info", {}).get("name", "python")
-    nb.metadata = nbformat.NotebookNode(kernelspec=nb.metadata.get("kernelspec", {}),
-                                        language_info=nbformat.NotebookNode(name=language))
+    nb.metadata = nbformat.NotebookNode(
+        kernelspec=nb.metadata.get("kernelspec", {}), language_info=nbformat.NotebookNode(name=language)
+    )
     return nb
 
 

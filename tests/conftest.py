@@ -25,8 +25,12 @@ def write_idx_dir(directory: Path, n_train: int = 240, n_test: int = 100, seed: 
     directory.mkdir(parents=True, exist_ok=True)
     train_labels = np.arange(n_train, dtype=np.uint8) % 10
     test_labels = np.arange(n_test, dtype=np.uint8) % 10
-    arrays = {"train_images": make_images(train_labels, seed), "train_labels": train_labels,
-              "test_images": make_images(test_labels, seed + 1), "test_labels": test_labels}
+    arrays = {
+        "train_images": make_images(train_labels, seed),
+        "train_labels": train_labels,
+        "test_images": make_images(test_labels, seed + 1),
+        "test_labels": test_labels,
+    }
     for key, (stem, _) in data.FILES.items():
         (directory / f"{stem}.gz").write_bytes(gzip.compress(data.to_idx(arrays[key])))
     return directory

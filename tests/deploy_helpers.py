@@ -13,8 +13,12 @@ def tiny_member(config, member: int = 1) -> tuple[export.TrainedMember, np.ndarr
     state, _ = run.train_epoch(exp, run.init_state(exp), 0, progress=False)
     s = members.unstack(state, member)
     m = exp.members[member]
-    trained = export.TrainedMember(config, exp.model, {"params": s.params, "batch_stats": s.batch_stats},
-                                   {"fold": m.fold, "seed": m.seed, "data_digest": exp.dataset.digest})
+    trained = export.TrainedMember(
+        config,
+        exp.model,
+        {"params": s.params, "batch_stats": s.batch_stats},
+        {"fold": m.fold, "seed": m.seed, "data_digest": exp.dataset.digest},
+    )
     return trained, exp.dataset.test_images
 
 

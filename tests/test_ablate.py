@@ -25,8 +25,15 @@ def test_augmentation_grid_expands_to_full_configs():
     base = module.get_config()
     base.train.epochs = 7  # an override on the base reaches every point
     points = ablate.expand(base, module.get_grid(base))
-    assert [p.name for p in points] == ["none", "hflip", "vflip", "hflip_vflip", "crop", "crop_hflip",
-                                        "crop_hflip_erase"]
+    assert [p.name for p in points] == [
+        "none",
+        "hflip",
+        "vflip",
+        "hflip_vflip",
+        "crop",
+        "crop_hflip",
+        "crop_hflip_erase",
+    ]
     assert {p.name: p.config.augment for p in points}["hflip_vflip"] == "flip_lr|flip_ud"
     assert all(p.config.train.epochs == 7 for p in points)
     assert len({p.config.name for p in points}) == len(points)
@@ -75,14 +82,16 @@ def write_ablation(directory: Path, config, points: dict[str, dict]) -> Path:
     path.write_text(
         "import ml_collections\n"
         f"def get_config(arg=None):\n    return ml_collections.ConfigDict({config.to_dict()!r})\n"
-        f"def get_grid(config):\n    return list({points!r}.items())\n")
+        f"def get_grid(config):\n    return list({points!r}.items())\n"
+    )
     return path
 
 
 def test_over_budget_point_refused_before_anything_trains(tiny_config, tmp_path, monkeypatch):
     tiny_config.max_params = 3_000
-    path = write_ablation(tmp_path / "ablations", tiny_config,
-                          {"small": {"model.widths": (8, 16)}, "big": {"model.widths": (32, 64)}})
+    path = write_ablation(
+        tmp_path / "ablations", tiny_config, {"small": {"model.widths": (8, 16)}, "big": {"model.widths": (32, 64)}}
+    )
     monkeypatch.setattr(run, "train_and_evaluate", lambda *a, **k: pytest.fail("trained before the budget check"))
     with pytest.raises(models.BudgetError, match=r"1 of 2 grid points .*: big has 19,562 \(limit 3,000\)"):
         ablate.main([str(path), "--workdir", str(tmp_path / "work")])
@@ -99,14 +108,19 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
     assert (work / "a" / "summary.json").exists() and not (work / "b").exists()
 
     real_epoch = run.train_epoch
+
     def interrupted(exp, state, epoch, progress=True):
         if epoch == 1:
             raise KeyboardInterrupt  # b is killed in its second epoch, after the first one's checkpoint
         return real_epoch(exp, state, epoch, progress)
+
     monkeypatch.setattr(run, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ablate.main([str(path), "--workdir", str(work), "--progress=false"])
-    assert not (work / "b" / "summary.json").exists() and json.loads((work / "b" / "ablate.json").read_text())["wall_s"] > 0
+    assert (
+        not (work / "b" / "summary.json").exists()
+        and json.loads((work / "b" / "ablate.json").read_text())["wall_s"] > 0
+    )
 
     monkeypatch.setattr(run, "train_epoch", real_epoch)
     trained = []
@@ -149,9 +163,22 @@ def test_paired_test_matches_members_by_fold_and_seed():
 
 
 def test_markdown_and_chart_from_a_table():
-    row = dict(point="p", overrides="augment=none", params=1000, flops_per_image=2e6, members=3,
-               val_acc_mean=0.9, val_acc_std=0.01, test_acc_mean=0.89, test_acc_std=0.02,
-               test_delta=0.004, test_p=0.03, val_delta=float("nan"), val_p=float("nan"), wall_s=12.0)
+    row = dict(
+        point="p",
+        overrides="augment=none",
+        params=1000,
+        flops_per_image=2e6,
+        members=3,
+        val_acc_mean=0.9,
+        val_acc_std=0.01,
+        test_acc_mean=0.89,
+        test_acc_std=0.02,
+        test_delta=0.004,
+        test_p=0.03,
+        val_delta=float("nan"),
+        val_p=float("nan"),
+        wall_s=12.0,
+    )
     md = ablate.to_markdown([row, dict(row, point="base", overrides="augment=flip_lr|flip_ud")], "base")
     assert "`augment=flip_lr\\|flip_ud`" in md
     assert "| p | `augment=none` | 1,000 | 2.00 | 3 | 90.00 ± 1.00 | 89.00 ± 2.00 | +0.40 (p=0.030) | — | 12 |" in md
@@ -162,8 +189,19 @@ def test_markdown_and_chart_from_a_table():
 
 def test_sweep_export_is_a_wandb_grid_over_points(tmp_path):
     out = tmp_path / "sweep.yaml"
-    assert ablate.main([str(REPO / "ablations" / "width.py"), "--workdir", "runs/w", "--config.train.epochs=2",
-                        "--export_sweep", str(out)]) == 0
+    assert (
+        ablate.main(
+            [
+                str(REPO / "ablations" / "width.py"),
+                "--workdir",
+                "runs/w",
+                "--config.train.epochs=2",
+                "--export_sweep",
+                str(out),
+            ]
+        )
+        == 0
+    )
     spec = yaml.safe_load(out.read_text())
     assert spec["method"] == "grid" and spec["program"] == "fmnist_jax/cli.py"
     assert spec["parameters"]["point"]["values"] == ["w0.25", "w0.5", "w0.75", "w1.0"]

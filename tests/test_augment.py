@@ -20,7 +20,7 @@ def test_flips_are_exact_mirrors_per_example():
         flipped = [bool(jnp.array_equal(yi, mirror(xi))) for xi, yi in zip(x, y)]
         kept = [bool(jnp.array_equal(yi, xi)) for xi, yi in zip(x, y)]
         assert all(f or k for f, k in zip(flipped, kept))
-        assert 10 < sum(flipped) < 54          # p=0.5, drawn per example
+        assert 10 < sum(flipped) < 54  # p=0.5, drawn per example
 
 
 def test_probability_argument():
@@ -35,10 +35,10 @@ def test_crop_is_an_exact_shift_with_zero_padding():
     padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
     shifts = set()
     for xi, yi in zip(padded, y):
-        found = [(dy, dx) for dy in range(9) for dx in range(9) if np.array_equal(xi[dy:dy + 28, dx:dx + 28], yi)]
+        found = [(dy, dx) for dy in range(9) for dx in range(9) if np.array_equal(xi[dy : dy + 28, dx : dx + 28], yi)]
         assert found, "output is not a shifted crop of the zero-padded input"
         shifts.add(found[0])
-    assert len(shifts) > 10                      # shifts are drawn per example
+    assert len(shifts) > 10  # shifts are drawn per example
 
 
 def test_erase_blanks_one_rectangle():
@@ -47,8 +47,8 @@ def test_erase_blanks_one_rectangle():
     for img in y:
         rows, cols = np.nonzero(img == 0)
         assert rows.size > 0
-        box = img[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        assert (box == 0).all()                   # the blanked pixels form one filled rectangle
+        box = img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert (box == 0).all()  # the blanked pixels form one filled rectangle
 
 
 def test_deterministic_in_key_and_identity_for_none():

@@ -51,8 +51,12 @@ def _drive(tmp_path: Path, config, workdir: Path, hang_epoch: int | None = None)
     (tmp_path / "driver.py").write_text(DRIVER)
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     args = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "config.json"), str(workdir)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # the resumed process reuses the first's compiles
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )  # the resumed process reuses the first's compiles
     return subprocess.Popen(args + ([str(hang_epoch)] if hang_epoch else []), env=env, cwd=ROOT)
 
 
@@ -79,8 +83,9 @@ def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path):
     ref_rows, rows = read_jsonl(ref_dir / "metrics.jsonl"), read_jsonl(workdir / "metrics.jsonl")
     assert [(r["member"], r["epoch"]) for r in rows] == [(r["member"], r["epoch"]) for r in ref_rows]
     chex.assert_trees_all_close(rows, ref_rows, rtol=1e-6)
-    chex.assert_trees_all_close(evaluate.load_trained(workdir)[2].params, evaluate.load_trained(ref_dir)[2].params,
-                                rtol=1e-6)
+    chex.assert_trees_all_close(
+        evaluate.load_trained(workdir)[2].params, evaluate.load_trained(ref_dir)[2].params, rtol=1e-6
+    )
 
 
 def test_checkpoint_round_trip(reference):
@@ -95,9 +100,12 @@ def test_checkpoint_round_trip(reference):
     target = checkpoints.abstract_state(config, meta["steps_per_epoch"], 2, members.make_mesh(2))
     state = checkpoints.restore(mngr, target)
     state = state.replace(  # a different state (every leaf changed), saved and restored under a new step
-        step=state.step + 5, params=jax.tree.map(lambda x: x + 1.5, state.params),
+        step=state.step + 5,
+        params=jax.tree.map(lambda x: x + 1.5, state.params),
         batch_stats=jax.tree.map(lambda x: x * 2.0, state.batch_stats),
-        opt_state=jax.tree.map(lambda x: x + 1, state.opt_state), key=jax.vmap(jax.random.fold_in, (0, None))(state.key, 9))
+        opt_state=jax.tree.map(lambda x: x + 1, state.opt_state),
+        key=jax.vmap(jax.random.fold_in, (0, None))(state.key, 9),
+    )
     checkpoints.save(mngr, 7, state, meta)
     mngr.wait_until_finished()
     restored = checkpoints.restore(mngr, target, 7)

@@ -13,12 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "default.py")
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--config.train.epochz=3"], "epochz"),
-    (["--config.train.epochs=abc"], "invalid literal"),
-    (["--config.model.widths=(64,128,128)"], "408,394 parameters"),
-    (["--config.data.dir=/nonexistent"], "apt-get install"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--config.train.epochz=3"], "epochz"),
+        (["--config.train.epochs=abc"], "invalid literal"),
+        (["--config.model.widths=(64,128,128)"], "408,394 parameters"),
+        (["--config.data.dir=/nonexistent"], "apt-get install"),
+    ],
+)
 def test_errors_are_one_line_and_exit_2(args, match, capsys, tmp_path):
     assert cli.main(["train", "--config", DEFAULT, "--workdir", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
@@ -33,10 +36,25 @@ def test_missing_flags_and_unknown_command(capsys):
 
 
 def test_console_script_trains_with_overrides(tiny_data_dir, tmp_path):
-    cmd = [sys.executable, "-m", "fmnist_jax.cli", "train", "--config", f"{DEFAULT}", "--workdir", str(tmp_path),
-           f"--config.data.dir={tiny_data_dir}", "--config.data.verify=False", "--config.cv.k=3",
-           "--config.cv.folds=(0,)", "--config.model.widths=(4,8)", "--config.model.depths=(1,1)",
-           "--config.train.epochs=1", "--config.train.batch_size=32", "--noprogress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_jax.cli",
+        "train",
+        "--config",
+        f"{DEFAULT}",
+        "--workdir",
+        str(tmp_path),
+        f"--config.data.dir={tiny_data_dir}",
+        "--config.data.verify=False",
+        "--config.cv.k=3",
+        "--config.cv.folds=(0,)",
+        "--config.model.widths=(4,8)",
+        "--config.model.depths=(1,1)",
+        "--config.train.epochs=1",
+        "--config.train.batch_size=32",
+        "--noprogress",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     cfg = json.loads((tmp_path / "config.json").read_text())

@@ -72,7 +72,7 @@ def test_kfold_partitions_and_stratifies(k):
         train, val = data.kfold(labels, k, fold, seed=0)
         assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
         counts = np.bincount(labels[val], minlength=10)
-        assert counts.max() - counts.min() <= 1   # every class equally represented
+        assert counts.max() - counts.min() <= 1  # every class equally represented
         vals.append(val)
     np.testing.assert_array_equal(np.sort(np.concatenate(vals)), np.arange(len(labels)))  # folds tile the set
 
@@ -85,11 +85,13 @@ def test_kfold_is_deterministic_and_seeded():
         data.kfold(labels, 5, 5)
 
 
-@pytest.mark.skipif(not all(data._find(data.DEBIAN_DIR, s) for s, _ in data.FILES.values()),
-                    reason="real Fashion-MNIST (dataset-fashion-mnist) not installed")
+@pytest.mark.skipif(
+    not all(data._find(data.DEBIAN_DIR, s) for s, _ in data.FILES.values()),
+    reason="real Fashion-MNIST (dataset-fashion-mnist) not installed",
+)
 def test_real_data_verifies():
     ds = data.load(str(data.DEBIAN_DIR))
     assert ds.train_images.shape == (60000, 28, 28) and ds.test_images.shape == (10000, 28, 28)
     np.testing.assert_array_equal(np.bincount(ds.train_labels), np.full(10, 6000))
     train, val = data.kfold(ds.train_labels, 5, 0)
-    assert (len(train), len(val)) == (48000, 12000)   # the original study's 80/20 split
+    assert (len(train), len(val)) == (48000, 12000)  # the original study's 80/20 split

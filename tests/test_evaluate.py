@@ -23,8 +23,9 @@ def test_evaluate_all_members(trained, capsys):
     report = json.loads((workdir / "eval" / "evaluation.json").read_text())
     assert (workdir / "eval" / "confusion.png").stat().st_size > 10_000
     assert report["epoch"] == 2 and report["data_digest"] == summary["data_digest"]
-    np.testing.assert_allclose([m["test_accuracy"] for m in report["members"]],
-                               [m["test_accuracy"] for m in summary["members"]], rtol=1e-6)
+    np.testing.assert_allclose(
+        [m["test_accuracy"] for m in report["members"]], [m["test_accuracy"] for m in summary["members"]], rtol=1e-6
+    )
     np.testing.assert_allclose(report["test_accuracy"]["mean"], summary["test_accuracy"]["mean"], rtol=1e-6)
     confusion = np.array(report["confusion"])
     assert confusion.shape == (10, 10) and (confusion.sum(1) == 2 * 10).all()  # 2 members x 10 test images per class
@@ -53,16 +54,21 @@ def test_flip_averaging_can_be_switched_at_evaluation(trained):
     assert evaluate.main(["--workdir", str(workdir), "--tta_flip", "true"]) == 0
     report = json.loads((workdir / "eval" / "evaluation_tta_true.json").read_text())
     assert report["tta_flip"] is True
-    np.testing.assert_allclose([m["test_accuracy"] for m in report["members"]],
-                               (tta_logits.argmax(-1) == run.setup(evaluate.load_trained(workdir)[0]).dataset.test_labels
-                                ).mean(-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        [m["test_accuracy"] for m in report["members"]],
+        (tta_logits.argmax(-1) == run.setup(evaluate.load_trained(workdir)[0]).dataset.test_labels).mean(-1),
+        rtol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--member", "1"], "FOLD,SEED"),
-    (["--member", "2,0"], r"no member fold=2 seed=0"),
-    (["--step", "9"], "no checkpoint for epoch 9"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--member", "1"], "FOLD,SEED"),
+        (["--member", "2,0"], r"no member fold=2 seed=0"),
+        (["--step", "9"], "no checkpoint for epoch 9"),
+    ],
+)
 def test_bad_requests_are_usage_errors(trained, argv, match):
     with pytest.raises(UsageError, match=match):
         evaluate.main(["--workdir", str(trained[0])] + argv)

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import chex
 import jax
@@ -80,8 +79,12 @@ BLOCKED_LOADER = textwrap.dedent("""
 def test_loader_needs_only_jax_and_numpy(exported, tmp_path):
     trained, test_images, out, _ = exported
     np.save(tmp_path / "x.npy", test_images[:9])
-    proc = subprocess.run([sys.executable, "-c", BLOCKED_LOADER, str(out), str(tmp_path / "x.npy"),
-                           str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKED_LOADER, str(out), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['fmnist_jax', 'fmnist_jax.exported']"
     want = jax.jit(export.inference_fn(trained.config, trained.model, trained.variables))(test_images[:9])
@@ -102,8 +105,12 @@ def test_export_command_on_a_trained_run(tiny_config, tmp_path, capsys):
     assert "check on 100 test images" in capsys.readouterr().out
 
     other = summary["members"][1 - summary["members"].index(best)]
-    assert export.main(["--workdir", str(workdir), "--out", str(out), "--member", f"{other['fold']},{other['seed']}",
-                        "--nocheck"]) == 0
+    assert (
+        export.main(
+            ["--workdir", str(workdir), "--out", str(out), "--member", f"{other['fold']},{other['seed']}", "--nocheck"]
+        )
+        == 0
+    )
     assert json.loads((out / MANIFEST_FILE).read_text())["member"]["fold"] == other["fold"]
     with pytest.raises(cmdline.UsageError, match="no member fold=7 seed=0"):
         export.main(["--workdir", str(workdir), "--out", str(out), "--member", "7,0"])

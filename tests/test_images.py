@@ -95,18 +95,21 @@ def _npy(array) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b"", "empty file"),
-    (b"hello, I am text", "not a PNG/JPEG"),
-    (png(make_images(np.arange(1), seed=0)[0])[:300], "corrupt image"),
-    (gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 5), "truncated IDX header"),
-    (b"\x1f\x8b broken gzip", "corrupt gzip"),
-    (_npy(np.zeros((3, 32, 32), np.uint8)), r"expected shape \[N, 28, 28\]"),
-    (_npy(np.full((28, 28), 2.0)), r"float pixels must lie in \[0, 1\]"),
-    (_npy(np.full((28, 28), 300)), "integer pixels must lie in 0..255"),
-    (_npy(np.full((28, 28), np.nan)), "NaN"),
-    (_npy(np.array([{"a": 1}], dtype=object)), "unreadable .npy"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "empty file"),
+        (b"hello, I am text", "not a PNG/JPEG"),
+        (png(make_images(np.arange(1), seed=0)[0])[:300], "corrupt image"),
+        (gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 5), "truncated IDX header"),
+        (b"\x1f\x8b broken gzip", "corrupt gzip"),
+        (_npy(np.zeros((3, 32, 32), np.uint8)), r"expected shape \[N, 28, 28\]"),
+        (_npy(np.full((28, 28), 2.0)), r"float pixels must lie in \[0, 1\]"),
+        (_npy(np.full((28, 28), 300)), "integer pixels must lie in 0..255"),
+        (_npy(np.full((28, 28), np.nan)), "NaN"),
+        (_npy(np.array([{"a": 1}], dtype=object)), "unreadable .npy"),
+    ],
+)
 def test_bad_input_is_a_clear_error(raw, message):
     with pytest.raises(images.ImageError, match=message):
         images.decode(raw, "upload")

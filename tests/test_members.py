@@ -27,10 +27,12 @@ def test_member_trained_together_equals_alone(tiny_config, strategy):
     _, together = _train_members(tiny_config, (0, 1))
     for i, fold in enumerate((0, 1)):
         _, alone = _train_members(tiny_config, (fold,))
-        chex.assert_trees_all_close(members.unstack(together.params, i), members.unstack(alone.params, 0),
-                                    rtol=1e-4, atol=1e-4)
-        chex.assert_trees_all_close(members.unstack(together.batch_stats, i), members.unstack(alone.batch_stats, 0),
-                                    rtol=1e-4, atol=1e-4)
+        chex.assert_trees_all_close(
+            members.unstack(together.params, i), members.unstack(alone.params, 0), rtol=1e-4, atol=1e-4
+        )
+        chex.assert_trees_all_close(
+            members.unstack(together.batch_stats, i), members.unstack(alone.batch_stats, 0), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_members_differ(tiny_config):

@@ -11,7 +11,7 @@ from fmnist_jax import models
 
 def test_reference_cnn_count_matches_hand_count():
     convs = [(1, 32), (32, 32), (32, 64), (64, 64), (64, 56)]
-    expected = sum(9 * i * o + 2 * o for i, o in convs) + 56 * 10 + 10   # conv weights, BN scale+bias, dense
+    expected = sum(9 * i * o + 2 * o for i, o in convs) + 56 * 10 + 10  # conv weights, BN scale+bias, dense
     assert models.count_params(models.build(default.get_config())) == expected == 98_122
 
 

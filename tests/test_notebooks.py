@@ -33,14 +33,17 @@ def real_data_dir() -> Path | None:
         return None
 
 
-needs_real_data = pytest.mark.skipif(real_data_dir() is None, reason="real Fashion-MNIST not installed "
-                                     "(`apt-get install dataset-fashion-mnist` or set FMNIST_DATA_DIR)")
+needs_real_data = pytest.mark.skipif(
+    real_data_dir() is None,
+    reason="real Fashion-MNIST not installed (`apt-get install dataset-fashion-mnist` or set FMNIST_DATA_DIR)",
+)
 
 
 def execute(name: str) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     return nb
 
 

@@ -19,9 +19,20 @@ def images_labels():
 
 def rows_for(values):
     """metrics.jsonl rows from values[member][epoch] of train/val loss and accuracy."""
-    return [{"member": m, "fold": m, "seed": 0, "epoch": e + 1, "train_loss": v, "val_loss": 2 * v,
-             "train_accuracy": 1 - v, "val_accuracy": 1 - 2 * v}
-            for m, per_epoch in enumerate(values) for e, v in enumerate(per_epoch)]
+    return [
+        {
+            "member": m,
+            "fold": m,
+            "seed": 0,
+            "epoch": e + 1,
+            "train_loss": v,
+            "val_loss": 2 * v,
+            "train_accuracy": 1 - v,
+            "val_accuracy": 1 - 2 * v,
+        }
+        for m, per_epoch in enumerate(values)
+        for e, v in enumerate(per_epoch)
+    ]
 
 
 def test_figures_save_as_png_and_leave_pyplot_empty(tmp_path, images_labels):
@@ -76,7 +87,7 @@ def test_curves_by_member_last_row_wins_and_gaps_are_nan():
 def test_learning_curves_plot_member_mean_and_band():
     fig = plots.learning_curves(rows_for([[0.5, 0.3, 0.2], [0.3, 0.1, 0.0]]))
     loss_ax = fig.axes[0]
-    mean_line = next(l for l in loss_ax.lines if l.get_label().startswith("train"))
+    mean_line = next(ln for ln in loss_ax.lines if ln.get_label().startswith("train"))
     chex.assert_trees_all_close(mean_line.get_ydata(), np.array([0.4, 0.2, 0.1]))
     band = loss_ax.collections[0].get_paths()[0].vertices
     assert np.isclose(band[:, 1].max(), 0.5) and np.isclose(band[:, 1].min(), 0.0)
@@ -111,8 +122,10 @@ def test_predictions_highlight_exactly_the_mistakes(images_labels):
     preds = labels.copy()
     preds[[1, 4]] = (labels[[1, 4]] + 1) % 10
     fig = plots.predictions(images, labels, np.eye(10)[preds] * 0.9 + 0.01, np.arange(6), cols=3)
-    red = [ax.title.get_color() == plots.WRONG or mcolors.same_color(ax.title.get_color(), plots.WRONG)
-           for ax in fig.axes[:6]]
+    red = [
+        ax.title.get_color() == plots.WRONG or mcolors.same_color(ax.title.get_color(), plots.WRONG)
+        for ax in fig.axes[:6]
+    ]
     assert red == [False, True, False, False, True, False]
     assert "true: " in fig.axes[1].get_title() and "true: " not in fig.axes[0].get_title()
     assert "2 of 6" in fig.get_suptitle()

@@ -35,7 +35,12 @@ def test_predict_files_matches_the_model(model_dir, files):
     model = ExportedModel.load(out)
     result = predict.predict_files(model, files)
     assert [(r["file"].rsplit("/", 1)[1], r["index"]) for r in result["predictions"]] == [
-        ("a.png", 0), ("b_negative.png", 0), ("batch.npy", 0), ("batch.npy", 1), ("batch.npy", 2)]
+        ("a.png", 0),
+        ("b_negative.png", 0),
+        ("batch.npy", 0),
+        ("batch.npy", 1),
+        ("batch.npy", 2),
+    ]
     want = model.probabilities(x[:5])  # the negative was inverted back by `auto`
     got = np.array([[r["probabilities"][c] for c in data.CLASS_NAMES] for r in result["predictions"]])
     np.testing.assert_allclose(got, want, rtol=1e-5)

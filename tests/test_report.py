@@ -76,7 +76,11 @@ def test_model_table_adds_up(batch_norm, residual):
 
 def test_markdown_table_formats_cells():
     md = report.markdown_table([{"a": 12345, "b": 0.123456, "c": (7, 7), "d": None, "e": 36794160.0}])
-    assert md.splitlines() == ["| a | b | c | d | e |", "|---|---|---|---|---|", "| 12,345 | 0.1235 | 7 × 7 |  | 36,794,160 |"]
+    assert md.splitlines() == [
+        "| a | b | c | d | e |",
+        "|---|---|---|---|---|",
+        "| 12,345 | 0.1235 | 7 × 7 |  | 36,794,160 |",
+    ]
 
 
 def test_top_confusions_orders_mistakes():
@@ -84,7 +88,10 @@ def test_top_confusions_orders_mistakes():
     counts[6, 0], counts[4, 2], counts[0, 6] = 9, 5, 3
     top = report.top_confusions(counts, 3)
     assert [(r["true"], r["predicted"], r["count"]) for r in top] == [
-        ("Shirt", "T-shirt/top", 9), ("Coat", "Pullover", 5), ("T-shirt/top", "Shirt", 3)]
+        ("Shirt", "T-shirt/top", 9),
+        ("Coat", "Pullover", 5),
+        ("T-shirt/top", "Shirt", 3),
+    ]
 
 
 def test_write_eda(tiny_data_dir, tmp_path):
@@ -107,4 +114,6 @@ def test_read_ablation_keeps_point_names_as_text(tmp_path):
     ablate.write_csv([row], tmp_path / "table.csv")
     (tmp_path / "table.md").write_text("# Ablation: d\n\nBaseline: **2**. ...\n")
     table, baseline, _ = report.read_ablation(tmp_path)
-    assert baseline == "2" and table[0]["point"] == "2" and table[0]["params"] == 900 and table[0]["val_acc_mean"] == 0.5
+    assert (
+        baseline == "2" and table[0]["point"] == "2" and table[0]["params"] == 900 and table[0]["val_acc_mean"] == 0.5
+    )

@@ -106,25 +106,42 @@ def chunks(total: int):
         yield b"\0" * 4096
 
 
-@pytest.mark.parametrize("request_kwargs, status, message", [
-    (dict(files={"file": ("notes.txt", b"hello", "text/plain")}), 422, "not a PNG/JPEG"),
-    (dict(files={"file": ("cut.png", png(images(1)[0])[:100], "image/png")}), 422, "corrupt image"),
-    (dict(content=b'--x\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n--x--\r\n',
-          headers={"content-type": "multipart/form-data; boundary=x"}), 422, "holds no file"),
-    (dict(content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}), 422, "holds no file"),
-    (dict(content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}), 400, "boundary"),
-    (dict(json={"images": [[1, 2, 3]]}), 422, r"expected shape \[N, 28, 28\]"),
-    (dict(json={"pixels": []}), 422, 'needs an "images" key'),
-    (dict(json=[[0] * 28] * 27 + [[0] * 5]), 422, "rectangular"),
-    (dict(json={"images": np.full((2, 28, 28), 999).tolist()}), 422, "0..255"),
-    (dict(content=b"{not json", headers={"content-type": "application/json"}), 422, "not valid JSON"),
-    (dict(json={"images": []}), 422, r"expected shape|no images"),
-    (dict(json={"images": images(MAX_BATCH + 1).tolist()}), 413, "over the limit of 8"),
-    (dict(content=b"\0" * (MAX_BODY + 1), headers={"content-type": "application/octet-stream"}), 413, "bytes"),
-    (dict(content=chunks(2 * MAX_BODY), headers={"content-type": "application/octet-stream"}), 413, "over the limit"),
-    (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "unsupported Content-Type"),
-    (dict(json=[[0] * 28] * 28, params={"invert": "maybe"}), 422, "invert must be one of"),
-])
+@pytest.mark.parametrize(
+    "request_kwargs, status, message",
+    [
+        (dict(files={"file": ("notes.txt", b"hello", "text/plain")}), 422, "not a PNG/JPEG"),
+        (dict(files={"file": ("cut.png", png(images(1)[0])[:100], "image/png")}), 422, "corrupt image"),
+        (
+            dict(
+                content=b'--x\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n--x--\r\n',
+                headers={"content-type": "multipart/form-data; boundary=x"},
+            ),
+            422,
+            "holds no file",
+        ),
+        (
+            dict(content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}),
+            422,
+            "holds no file",
+        ),
+        (dict(content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}), 400, "boundary"),
+        (dict(json={"images": [[1, 2, 3]]}), 422, r"expected shape \[N, 28, 28\]"),
+        (dict(json={"pixels": []}), 422, 'needs an "images" key'),
+        (dict(json=[[0] * 28] * 27 + [[0] * 5]), 422, "rectangular"),
+        (dict(json={"images": np.full((2, 28, 28), 999).tolist()}), 422, "0..255"),
+        (dict(content=b"{not json", headers={"content-type": "application/json"}), 422, "not valid JSON"),
+        (dict(json={"images": []}), 422, r"expected shape|no images"),
+        (dict(json={"images": images(MAX_BATCH + 1).tolist()}), 413, "over the limit of 8"),
+        (dict(content=b"\0" * (MAX_BODY + 1), headers={"content-type": "application/octet-stream"}), 413, "bytes"),
+        (
+            dict(content=chunks(2 * MAX_BODY), headers={"content-type": "application/octet-stream"}),
+            413,
+            "over the limit",
+        ),
+        (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "unsupported Content-Type"),
+        (dict(json=[[0] * 28] * 28, params={"invert": "maybe"}), 422, "invert must be one of"),
+    ],
+)
 def test_bad_input_is_a_4xx_with_a_message(server, request_kwargs, status, message):
     client, _ = server
     response = client.post("/predict", **request_kwargs)
@@ -143,7 +160,7 @@ def test_concurrent_requests_each_get_their_own_answer(server):
     def call(i: int) -> np.ndarray:
         if i % 2:
             return probabilities(client.post("/predict", content=png(x[i]), headers={"content-type": "image/png"}))[0]
-        return probabilities(client.post("/predict", json={"images": x[i:i + 1].tolist()}))[0]
+        return probabilities(client.post("/predict", json={"images": x[i : i + 1].tolist()}))[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = np.stack(list(pool.map(call, range(len(x)))))
@@ -154,9 +171,23 @@ def test_serve_command_starts_and_answers(model_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_jax.cli", "serve", "--model", str(model_dir),
-                             "--port", str(port), "--max_batch", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fmnist_jax.cli",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--port",
+            str(port),
+            "--max_batch",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(240):  # the command imports jax and compiles the batch shapes first

@@ -26,7 +26,7 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
         (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
         history, final = tracking.offline_run(run_dir)
         epochs = [r for r in history if "train/loss" in r]
-        assert [r["_step"] for r in epochs] == [1, 2] and all(METRICS <= r.keys() for r in epochs)
+        assert [r["_step"] for r in epochs] == [1, 2] and all(r.keys() >= METRICS for r in epochs)
         mine = [r for r in jsonl if r["member"] == member]
         np.testing.assert_allclose([r["val/accuracy"] for r in epochs], [r["val_accuracy"] for r in mine])
         images = [r for r in history if "test/confusion_matrix/_type" in r]  # media are logged as file records
@@ -73,6 +73,7 @@ def test_online_falls_back_to_offline(tiny_config, tmp_path, monkeypatch):
         if kw["mode"] == "online":
             raise wandb.errors.UsageError("api_key not configured")
         return _FailingRun()
+
     monkeypatch.setattr(wandb, "init", init)
     tiny_config.wandb.mode = "online"
     with pytest.warns(UserWarning, match="logging offline instead"):

@@ -44,7 +44,9 @@ class TestSteps(chex.TestCase):
         super().setUp()
         from configs import default
         from conftest import write_idx_dir
-        import tempfile, pathlib
+        import tempfile
+        import pathlib
+
         self.cfg = default.get_config()
         self.cfg.data.dir = str(write_idx_dir(pathlib.Path(tempfile.mkdtemp())))
         self.cfg.model.widths, self.cfg.model.depths = (4, 8), (1, 1)
@@ -53,15 +55,21 @@ class TestSteps(chex.TestCase):
 def test_loss_matches_optax_cross_entropy(tiny_config):
     ds, state = _setup(tiny_config)
     idx = jnp.arange(32)
-    m, logits = train.make_eval_step(tiny_config)(state, jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels),
-                                                  idx, jnp.ones(32, bool))
+    m, logits = train.make_eval_step(tiny_config)(
+        state, jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), idx, jnp.ones(32, bool)
+    )
     want = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(ds.train_labels[:32])).sum()
     np.testing.assert_allclose(float(m.loss_sum), float(want), rtol=1e-5)
 
 
 def test_flip_averaging_is_invariant_to_mirroring(tiny_config):
     ds, state = _setup(tiny_config)
-    images, labels, idx, mask = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels), jnp.arange(8), jnp.ones(8, bool)
+    images, labels, idx, mask = (
+        jnp.asarray(ds.test_images),
+        jnp.asarray(ds.test_labels),
+        jnp.arange(8),
+        jnp.ones(8, bool),
+    )
     plain = train.make_eval_step(tiny_config)
     tiny_config.eval.tta_flip = True
     tta = train.make_eval_step(tiny_config)
