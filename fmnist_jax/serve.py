@@ -1,44 +1,132 @@
 """`fmnist-jax serve --model DIR [--host 127.0.0.1] [--port 8000]`: an HTTP service over an exported model.
 
-Endpoints (FastAPI on uvicorn):
+Endpoints (FastAPI on uvicorn; the schema is at `/openapi.json`, browsable at `/docs`):
 - `POST /predict`: a multipart upload (one or more files: PNG/JPEG/IDX/.npy), a raw file body
   (`Content-Type: image/png`, `application/octet-stream`, ...), or JSON `{"images": [...]}` /
   a bare array of uint8 28x28 images (or one image). Query `?invert=auto|yes|no` as in predict.
   Answers `{"predictions": [{class, class_index, probability, probabilities}, ...]}`.
-- `GET /health`, `GET /metadata` (the manifest and the service limits).
+- `GET /health`, `GET /metadata` (the manifest, machine paths cut to their last part, and the limits).
 
-Bad input is a 4xx with a message: 413 for a body over `max_body_bytes` (checked on the
-declared length and while streaming) or a batch over `max_batch`, 415 for an unknown
-content type, 422 for undecodable data. The model runs in the threadpool, so the event
-loop keeps accepting requests while XLA works.
+Every limit is checked before the work it bounds; a refusal is JSON `{"detail": "<one line>"}`:
+- 408: the body has not all arrived within `read_timeout_s` (one deadline, so a trickle cannot hold on).
+- 413: a body over `max_body_bytes` (the declared length, then while streaming); gzip data that would
+  inflate past the same cap (inflated as read, so a bomb costs at most the cap); an IDX/.npy header or
+  a JSON array claiming more than `max_batch` images (before any pixel is read); a picture whose header
+  says it has more than `max_pixels` (before Pillow decodes it).
+- 415: an unknown content type. 422: undecodable data, a wrong shape (from headers too), JSON nested
+  deeper than an image batch (parsed by pydantic's Rust parser: no Python recursion).
+The model runs in the threadpool, so the event loop keeps accepting requests while XLA works.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+import asyncio
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, cast
 
 import numpy as np
 from absl import flags
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import from_json
+from starlette.datastructures import UploadFile
 
 from fmnist_jax import cmdline, images
 from fmnist_jax.exported import ExportedModel, ModelFileError, describe
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 256
+MAX_PIXELS = 4096 * 4096  # a 16-megapixel photo; decoding one takes up to ~250 MB (RGBA) for a moment
+READ_TIMEOUT_S = 30.0
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long (uvicorn's default, made explicit)
+MAX_JSON_DEPTH = 4  # [N, 28, 28, 1], the deepest array `images.as_uint8` takes
+
+
+class Limits(BaseModel):
+    """What one request may cost (see the module docstring for when each bound is checked)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_body_bytes: int = Field(
+        default=MAX_BODY_BYTES, gt=0, description="Largest body, and largest a gzip body inflates to."
+    )
+    max_batch: int = Field(default=MAX_BATCH, gt=0, description="Most images in one request.")
+    max_pixels: int = Field(default=MAX_PIXELS, gt=0, description="Most pixels (width x height) in one picture.")
+    read_timeout_s: float = Field(default=READ_TIMEOUT_S, gt=0, description="Longest wait for the whole body.")
+
+    def for_files(self) -> images.Limits:
+        """The same bounds as `images.decode` takes them."""
+        return images.Limits(
+            max_inflated_bytes=self.max_body_bytes, max_images=self.max_batch, max_pixels=self.max_pixels
+        )
+
+
+DEFAULT_LIMITS = Limits()
+_Image = list[list[float]]  # one 28x28 image
+
+
+class ImagesJSON(BaseModel):
+    """A JSON body; the bare array (what `images` holds) is taken too. Integers are 0..255, floats lie in [0, 1]."""
+
+    images: _Image | list[_Image] | list[list[list[list[float]]]] = Field(
+        description="[N, 28, 28], [28, 28] (one image) or [N, 28, 28, 1]"
+    )
+
+
+class Prediction(BaseModel):
+    """One image's answer: the likeliest class, its probability, and every class's probability."""
+
+    class_: str = Field(alias="class")
+    class_index: int
+    probability: float
+    probabilities: dict[str, float]
+
+
+class Predictions(BaseModel):
+    """One prediction per image, in the order the request holds them."""
+
+    predictions: list[Prediction]
+
+
+class Refusal(BaseModel):
+    """Every 4xx answer."""
+
+    detail: str = Field(description="Why, in one line.")
+
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Refusal, "description": why}
+    for status, why in [
+        (408, "The body did not all arrive within `read_timeout_s`."),
+        (413, "Over a limit: body bytes, inflated bytes, images or pixels (see /metadata)."),
+        (415, "Unsupported Content-Type."),
+        (422, "Undecodable data, a wrong shape or too deeply nested JSON."),
+    ]
+}
 
 
 def _error(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _error(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+def _openapi_body() -> dict[str, Any]:
+    """/predict's request body for OpenAPI: the route reads the raw request itself, so FastAPI cannot infer it."""
+    envelope = ImagesJSON.model_json_schema()
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"anyOf": [envelope, envelope["properties"]["images"]]}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": files}}},
+            "image/*": binary,
+            "application/octet-stream": binary,
+        },
+    }
+
+
+async def _stream(request: Request, limit: int) -> bytes:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -47,15 +135,42 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _from_json(body: bytes, invert: images.Invert) -> np.ndarray:
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    """The body, refused when over `max_body_bytes` (413) or not all arrived within `read_timeout_s` (408)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
+        raise _error(413, f"request body of {declared} bytes is over the limit of {limits.max_body_bytes} bytes")
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        return await asyncio.wait_for(_stream(request, limits.max_body_bytes), limits.read_timeout_s)
+    except asyncio.TimeoutError:
+        message = f"request body did not arrive within {limits.read_timeout_s:g} s"
+        raise HTTPException(408, message, headers={"Connection": "close"}) from None
+
+
+def _json_shape(value: Any) -> tuple[int, ...]:
+    """The shape along first elements, at most one level past `MAX_JSON_DEPTH` (np.asarray refuses ragged rest)."""
+    shape: list[int] = []
+    while isinstance(value, list) and len(shape) <= MAX_JSON_DEPTH:
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
+
+
+def _from_json(body: bytes, invert: images.Invert, max_images: int) -> np.ndarray:
+    try:
+        payload = from_json(body)  # Rust: nesting past its limit is a ValueError, never a RecursionError
+    except ValueError as e:
         raise images.ImageError(f"body is not valid JSON ({e})") from e
     if isinstance(payload, dict):
         if "images" not in payload:
             raise images.ImageError('JSON object needs an "images" key holding [N, 28, 28] or [28, 28] numbers')
         payload = payload["images"]
+    shape = _json_shape(payload)
+    if len(shape) > MAX_JSON_DEPTH:
+        raise images.ImageError(f"JSON images nest deeper than {MAX_JSON_DEPTH} arrays ([N, 28, 28, 1])")
+    images.check_batch(shape, "JSON images", max_images)  # before numpy copies the lists
     try:
         array = np.asarray(payload)
     except ValueError as e:  # ragged nesting
@@ -71,22 +186,58 @@ async def _multipart_files(request: Request, body: bytes, max_files: int) -> lis
 
     form = await Request(request.scope, replay).form(max_files=max_files, max_fields=max_files)
     files = [
-        (f.filename or f"file {i}", await f.read()) for i, (_, f) in enumerate(form.multi_items()) if hasattr(f, "read")
+        (f.filename or f"file {i}", await f.read())
+        for i, (_, f) in enumerate(form.multi_items())
+        if isinstance(f, UploadFile)
     ]
     if not files:
         raise images.ImageError("multipart form holds no file; send the image as a file field, e.g. -F file=@shirt.png")
     return files
 
 
-def _decode_files(files: list[tuple[str, bytes]], invert: images.Invert) -> np.ndarray:
-    return np.concatenate([images.decode(raw, name, invert) for name, raw in files])
+def _decode_files(files: list[tuple[str, bytes]], invert: images.Invert, limits: images.Limits) -> np.ndarray:
+    """Decode file by file, stopping once the request holds too many images, so many files cannot multiply a limit."""
+    batches: list[np.ndarray] = []
+    for name, raw in files:
+        batches.append(images.decode(raw, name, invert, limits))
+        total = sum(map(len, batches))
+        if total > limits.max_images:
+            raise images.TooLarge(f"batch of at least {total} images is over the limit of {limits.max_images}")
+    return np.concatenate(batches)
 
 
-def create_app(model: ExportedModel, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> FastAPI:
+async def _decode(request: Request, body: bytes, invert: images.Invert, limits: Limits) -> np.ndarray:
+    """The request's images, by Content-Type; decoding runs in the threadpool."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        return await run_in_threadpool(_from_json, body, invert, limits.max_batch)
+    if kind == "multipart/form-data":
+        files = await _multipart_files(request, body, limits.max_batch)
+        return await run_in_threadpool(_decode_files, files, invert, limits.for_files())
+    if kind.startswith("image/") or kind in ("application/octet-stream", "application/x-npy", ""):
+        return await run_in_threadpool(images.decode, body, "body", invert, limits.for_files())
+    raise _error(
+        415,
+        f"unsupported Content-Type {kind!r}; send multipart/form-data, "
+        "an image/* or application/octet-stream body, or application/json",
+    )
+
+
+def _without_paths(value: Any) -> Any:
+    """`value` with every absolute path cut to its last part: a response names no folder of the machine."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    if isinstance(value, str) and (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()):
+        return PureWindowsPath(value).name  # splits on both / and \
+    return value
+
+
+def create_app(model: ExportedModel, limits: Limits = DEFAULT_LIMITS) -> FastAPI:
     """The FastAPI app over a loaded `ExportedModel`."""
 
     app = FastAPI(title="fmnist_jax", description="Fashion-MNIST classifier (exported JAX model)")
-    limits = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -94,34 +245,28 @@ def create_app(model: ExportedModel, max_body_bytes: int = MAX_BODY_BYTES, max_b
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
-        return {**model.manifest, "limits": limits}
+        return {**_without_paths(model.manifest), "limits": limits.model_dump()}
 
-    @app.post("/predict")
-    async def predict(request: Request, invert: str = "auto") -> dict[str, Any]:
+    @app.post(
+        "/predict", response_model=Predictions, responses=_REFUSALS, openapi_extra={"requestBody": _openapi_body()}
+    )
+    async def predict(
+        request: Request,
+        invert: Annotated[
+            str, Query(description="Make dark-on-light pictures light-on-dark; auto: when the border is light.")
+        ] = "auto",
+    ) -> dict[str, Any]:
         if invert not in images.INVERT_CHOICES:
             raise _error(422, f"invert must be one of {images.INVERT_CHOICES}, got {invert!r}")
-        body = await _read_body(request, max_body_bytes)
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await _read_body(request, limits)
         try:
-            if kind == "application/json":
-                batch = await run_in_threadpool(_from_json, body, invert)
-            elif kind == "multipart/form-data":
-                files = await _multipart_files(request, body, max_batch)
-                batch = await run_in_threadpool(_decode_files, files, invert)
-            elif kind.startswith("image/") or kind in ("application/octet-stream", "application/x-npy", ""):
-                batch = await run_in_threadpool(images.decode, body, "body", invert)
-            else:
-                raise _error(
-                    415,
-                    f"unsupported Content-Type {kind!r}; send multipart/form-data, "
-                    "an image/* or application/octet-stream body, or application/json",
-                )
+            batch = await _decode(request, body, cast(images.Invert, invert), limits)
+        except images.TooLarge as e:
+            raise _error(413, str(e)) from e
         except images.ImageError as e:
             raise _error(422, str(e)) from e
         if len(batch) == 0:
             raise _error(422, "no images in the request")
-        if len(batch) > max_batch:
-            raise _error(413, f"batch of {len(batch)} images is over the limit of {max_batch}")
         probabilities = await run_in_threadpool(model.probabilities, batch)
         return {"predictions": describe(probabilities, model.classes)}
 
@@ -135,7 +280,13 @@ def _define(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("port", 8000, "TCP port.", lower_bound=0, upper_bound=65535, flag_values=fv)
     flags.DEFINE_integer("max_batch", MAX_BATCH, "Most images per request.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("max_body_bytes", MAX_BODY_BYTES, "Largest request body.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer(
+        "max_body_bytes", MAX_BODY_BYTES, "Largest request body (and gzip inflation).", lower_bound=1, flag_values=fv
+    )
+    flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Most pixels in one picture.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float(
+        "read_timeout_s", READ_TIMEOUT_S, "Longest wait for a request body.", lower_bound=0.1, flag_values=fv
+    )
 
 
 def warm_up(model: ExportedModel, max_batch: int) -> None:
@@ -156,6 +307,13 @@ def main(argv: list[str]) -> int:
         model = ExportedModel.load(Path(fv.model))
     except ModelFileError as e:
         raise cmdline.UsageError(str(e)) from e
-    warm_up(model, fv.max_batch)
-    uvicorn.run(create_app(model, fv.max_body_bytes, fv.max_batch), host=fv.host, port=fv.port)
+    limits = Limits(
+        max_body_bytes=fv.max_body_bytes,
+        max_batch=fv.max_batch,
+        max_pixels=fv.max_pixels,
+        read_timeout_s=fv.read_timeout_s,
+    )
+    warm_up(model, limits.max_batch)
+    app = create_app(model, limits)
+    uvicorn.run(app, host=fv.host, port=fv.port, timeout_keep_alive=KEEP_ALIVE_S)
     return 0

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_images
+from deploy_helpers import idx_header, npy_header, png_header
 from fmnist_jax import data, images
 
 
@@ -82,6 +83,48 @@ def test_idx_gzip_and_npy_batches(batch):
         np.testing.assert_array_equal(out, batch if array.ndim != 2 else batch[:1])
 
 
+def test_npy_versions_orders_and_gzip_members(batch):
+    """The header-first reader takes what np.save writes: format 1.0 and 2.0, C and Fortran order, any gzip members."""
+    for version in ((1, 0), (2, 0)):
+        for array in (batch, np.asfortranarray(batch)):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, array, version=version)
+            np.testing.assert_array_equal(images.decode(buf.getvalue()), batch)
+    raw = data.to_idx(batch)
+    np.testing.assert_array_equal(images.decode(gzip.compress(raw[:100]) + gzip.compress(raw[100:])), batch)
+
+
+def test_gzip_is_inflated_no_further_than_the_cap():
+    bomb = gzip.compress(npy_header((50, 28, 28)) + bytes(4 * 1024 * 1024))  # a valid header, then 4 MiB in ~4 KB
+    with pytest.raises(images.TooLarge, match="^bomb: gzip data inflates to more than 10000 bytes$"):
+        images.decode(bomb, "bomb", limits=images.Limits(max_inflated_bytes=10_000))
+
+
+@pytest.mark.parametrize("header", [npy_header((10**6, 28, 28)), idx_header((10**6, 28, 28))])
+@pytest.mark.parametrize("pack", [bytes, gzip.compress])
+def test_a_header_claiming_too_many_images_is_refused_before_the_data(header, pack):
+    """The file holds no pixels at all: only a check of the header's count can say 'too many'."""
+    with pytest.raises(images.TooLarge, match="^huge: 1000000 images are over the limit of 1000$"):
+        images.decode(pack(header), "huge", limits=images.Limits(max_images=1000))
+
+
+def test_a_header_with_a_wrong_shape_is_refused_as_undecodable():
+    with pytest.raises(images.ImageError, match=r"got \[1000000, 32, 32\]") as error:
+        images.decode(npy_header((10**6, 32, 32)), "odd")
+    assert not isinstance(error.value, images.TooLarge)
+
+
+def test_picture_size_is_checked_from_the_header():
+    limits = images.Limits(max_pixels=10_000)
+    with pytest.raises(images.TooLarge, match="^big: 5000x5000 image is over the limit of 10000 pixels$"):
+        images.decode(png_header(5000, 5000), "big", limits=limits)  # a header only: decoding would fail otherwise
+    with pytest.raises(images.TooLarge, match="image too large"):  # past twice Pillow's limit: its own check
+        images.decode(png_header(20000, 20000), "huge")
+    assert images.decode(png(np.zeros((100, 100), np.uint8)), limits=limits).shape == (1, 28, 28)
+    with pytest.raises(images.TooLarge, match="100x101 image"):
+        images.decode(png(np.zeros((101, 100), np.uint8)), limits=limits)
+
+
 def test_load_reads_files(tmp_path, batch):
     (tmp_path / "a.png").write_bytes(png(batch[0]))
     np.testing.assert_array_equal(images.load(tmp_path / "a.png"), batch[:1])
@@ -108,6 +151,13 @@ def _npy(array) -> bytes:
         (_npy(np.full((28, 28), 300)), "integer pixels must lie in 0..255"),
         (_npy(np.full((28, 28), np.nan)), "NaN"),
         (_npy(np.array([{"a": 1}], dtype=object)), "unreadable .npy"),
+        (
+            npy_header((3, 28, 28)) + bytes(784),
+            r"shape \[3, 28, 28\] needs 2352 bytes of pixel data, the file holds less",
+        ),
+        (data.to_idx(make_images(np.arange(2), seed=0)) + b"\0", "needs 1568 bytes of pixel data, the file holds more"),
+        (npy_header((1, 28, 28), "<V0"), "expected numbers"),
+        (b"\x93NUMPY\x09\x00" + bytes(100), "unreadable .npy file .*version"),
     ],
 )
 def test_bad_input_is_a_clear_error(raw, message):

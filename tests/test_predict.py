@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_images
-from deploy_helpers import export_untrained
+from deploy_helpers import export_untrained, npy_header
 from fmnist_jax import cmdline, data, predict, run
 from fmnist_jax.exported import ExportedModel
 
@@ -47,6 +47,16 @@ def test_predict_files_matches_the_model(model_dir, files):
     assert [r["class"] for r in result["predictions"]] == [data.CLASS_NAMES[k] for k in want.argmax(-1)]
     assert [e["file"].rsplit("/", 1)[1] for e in result["errors"]] == ["notes.txt", "missing.png"]
     assert "not a PNG/JPEG" in result["errors"][0]["error"] and "cannot be read" in result["errors"][1]["error"]
+
+
+def test_a_file_over_the_limits_is_reported_alone(model_dir, files, tmp_path):
+    """A header claiming a million images is refused from the header (100,000 at most), the other file answered."""
+    out, x = model_dir
+    (tmp_path / "huge.npy").write_bytes(npy_header((10**6, 28, 28)))
+    huge = str(tmp_path / "huge.npy")
+    result = predict.predict_files(ExportedModel.load(out), [files[0], huge])
+    assert [r["file"] for r in result["predictions"]] == [files[0]]
+    assert result["errors"] == [{"file": huge, "error": f"{huge}: 1000000 images are over the limit of 100000"}]
 
 
 def test_command_text_and_json(model_dir, files, capsys):

@@ -1,8 +1,12 @@
-"""serve: a real uvicorn server on 127.0.0.1, called with httpx: good inputs, bad inputs, concurrency, the command."""
+"""serve on real uvicorn servers (127.0.0.1) called with httpx: good and bad input, limits, concurrency, the command."""
 
+import contextlib
+import gzip
 import io
+import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -16,11 +20,14 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from deploy_helpers import export_untrained
+from deploy_helpers import export_untrained, idx_header, npy_header, png_header
 from fmnist_jax import data, serve
 from fmnist_jax.exported import ExportedModel
 
 MAX_BODY, MAX_BATCH = 64 * 1024, 8
+LIMITS = serve.Limits(max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
+TIGHT = serve.Limits(max_body_bytes=4096, max_batch=8, read_timeout_s=0.5)  # for the gzip bomb and the slow body
+OCTETS = {"content-type": "application/octet-stream"}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +38,10 @@ def model_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def server(model_dir):
-    model = ExportedModel.load(model_dir)
-    srv = uvicorn.Server(uvicorn.Config(serve.create_app(model, MAX_BODY, MAX_BATCH), log_level="warning"))
+@contextlib.contextmanager
+def running(app):
+    """`app` on a real uvicorn server at a free port of 127.0.0.1; yields an httpx client and the port."""
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -44,10 +51,26 @@ def server(model_dir):
             break
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start within 30 s"
-    with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=60) as client:
+    port = sock.getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client, port
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    model = ExportedModel.load(model_dir)
+    with running(serve.create_app(model, LIMITS)) as (client, _):
         yield client, model
-    srv.should_exit = True
-    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tight(server):
+    with running(serve.create_app(server[1], TIGHT)) as running_server:
+        yield running_server
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:
@@ -78,7 +101,36 @@ def test_health_and_metadata(server):
     assert client.get("/health").json() == {"status": "ok"}
     meta = client.get("/metadata").json()
     assert meta["classes"] == list(data.CLASS_NAMES) and meta["model_sha256"] == model.manifest["model_sha256"]
-    assert meta["limits"] == {"max_body_bytes": MAX_BODY, "max_batch": MAX_BATCH}
+    assert meta["limits"] == {
+        "max_body_bytes": MAX_BODY,
+        "max_batch": MAX_BATCH,
+        "max_pixels": serve.MAX_PIXELS,
+        "read_timeout_s": serve.READ_TIMEOUT_S,
+    }
+
+
+def test_metadata_names_no_machine_path(model_dir):
+    model = ExportedModel.load(model_dir)
+    model.manifest["member"]["workdir"] = "/home/trainer/runs/best"
+    model.manifest["check"] = {"data": "C:\\Users\\trainer\\fashion", "note": "x / 255"}
+    with running(serve.create_app(model)) as (client, _):
+        response = client.get("/metadata")
+    assert "trainer" not in response.text
+    meta = response.json()
+    assert meta["member"] == {"fold": 0, "seed": 0, "workdir": "best"}  # the run's name is kept
+    assert meta["check"] == {"data": "fashion", "note": "x / 255"} and meta["classes"] == list(data.CLASS_NAMES)
+
+
+def test_openapi_describes_predict(server):
+    client, _ = server
+    operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    content = operation["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data", "image/*", "application/octet-stream"}
+    envelope, bare = content["application/json"]["schema"]["anyOf"]
+    assert envelope["required"] == ["images"] and bare == envelope["properties"]["images"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Predictions")
+    for status in ("408", "413", "415", "422"):
+        assert operation["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/Refusal")
 
 
 def test_every_input_kind_gives_the_model_answer(server):
@@ -104,6 +156,10 @@ def test_every_input_kind_gives_the_model_answer(server):
 def chunks(total: int):
     for _ in range(total // 4096):
         yield b"\0" * 4096
+
+
+def npy_files(*counts: int) -> list:
+    return [("file", (f"{i}.npy", npy(images(n)), "application/octet-stream")) for i, n in enumerate(counts)]
 
 
 @pytest.mark.parametrize(
@@ -139,6 +195,24 @@ def chunks(total: int):
             "over the limit",
         ),
         (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "unsupported Content-Type"),
+        (dict(content=npy_header((10**6, 28, 28)), headers=OCTETS), 413, "1000000 images are over the limit of 8"),
+        (dict(content=gzip.compress(npy_header((10**6, 28, 28))), headers=OCTETS), 413, "1000000 images"),
+        (dict(content=idx_header((10**6, 28, 28)), headers=OCTETS), 413, "1000000 images"),
+        (dict(content=npy_header((10**6, 32, 32)), headers=OCTETS), 422, r"expected shape .*got \[1000000, 32, 32\]"),
+        (dict(content=npy_header((3, 28, 28)) + bytes(784), headers=OCTETS), 422, "needs 2352 bytes"),
+        (dict(files=npy_files(4, 4, 4)), 413, "at least 12 images is over the limit of 8"),
+        (
+            dict(content=png_header(5000, 5000), headers={"content-type": "image/png"}),
+            413,
+            f"5000x5000 image is over the limit of {serve.MAX_PIXELS} pixels",
+        ),
+        (dict(content=png_header(20000, 20000), headers={"content-type": "image/png"}), 413, "image too large"),
+        (
+            dict(content=b"[" * 10_000 + b"]" * 10_000, headers={"content-type": "application/json"}),
+            422,
+            "recursion limit",
+        ),
+        (dict(json={"images": [[[[[0] * 28] * 28]]]}), 422, "nest deeper than 4 arrays"),
         (dict(json=[[0] * 28] * 28, params={"invert": "maybe"}), 422, "invert must be one of"),
     ],
 )
@@ -150,6 +224,34 @@ def test_bad_input_is_a_4xx_with_a_message(server, request_kwargs, status, messa
     assert isinstance(detail, str) and detail
     assert re.search(message, detail), detail
     assert client.get("/health").status_code == 200  # still serving
+
+
+def test_gzip_is_inflated_no_further_than_the_body_limit(tight):
+    client, _ = tight
+    bomb = gzip.compress(npy_header((8, 28, 28)) + bytes(2 * 1024 * 1024))  # a valid header, then 2 MiB in 2 KB
+    assert len(bomb) < TIGHT.max_body_bytes
+    response = client.post("/predict", content=bomb, headers=OCTETS)
+    assert response.status_code == 413, response.text
+    assert response.json() == {"detail": "body: gzip data inflates to more than 4096 bytes"}
+
+
+def test_a_trickling_body_meets_one_deadline(tight):
+    """One byte per 0.1 s never pauses long, but the whole body is due within `read_timeout_s` (0.5 s)."""
+    _, port = tight
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
+        start = time.monotonic()
+        while not select.select([sock], [], [], 0.1)[0]:
+            assert time.monotonic() - start < 5, "no answer to a slow body"
+            sock.sendall(b"\0")
+        elapsed = time.monotonic() - start
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), head
+    assert json.loads(body) == {"detail": "request body did not arrive within 0.5 s"}
+    assert 0.4 < elapsed < 3
 
 
 def test_concurrent_requests_each_get_their_own_answer(server):
@@ -183,6 +285,10 @@ def test_serve_command_starts_and_answers(model_dir):
             str(port),
             "--max_batch",
             "2",
+            "--max_pixels",
+            "1000",
+            "--read_timeout_s",
+            "5",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -197,7 +303,12 @@ def test_serve_command_starts_and_answers(model_dir):
             except httpx.TransportError:
                 time.sleep(0.5)
         meta = httpx.get(f"{url}/metadata", timeout=10).json()
-        assert meta["limits"]["max_batch"] == 2
+        assert meta["limits"] == {
+            **serve.Limits().model_dump(),
+            "max_batch": 2,
+            "max_pixels": 1000,
+            "read_timeout_s": 5,
+        }
         response = httpx.post(f"{url}/predict", json={"images": images(3).tolist()}, timeout=30)
         assert response.status_code == 413 and "over the limit of 2" in response.json()["detail"]
         assert len(httpx.post(f"{url}/predict", json=images(2).tolist(), timeout=30).json()["predictions"]) == 2
