@@ -45,7 +45,7 @@ class Variant:
     name: str
     what: str
     images: int  # images trained per step() call
-    step: Callable[[], None]
+    step: Callable[[], object]
     train_flops_per_image: float | None = None
 
 
@@ -97,6 +97,7 @@ def _step_flops(fn: Callable, *args) -> float:
     """FLOPs of one compiled call, from XLA's cost analysis (what XLA itself counts)."""
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
+    assert cost is not None, "XLA gave no cost analysis"
     return float(cost["flops"])
 
 
@@ -123,7 +124,7 @@ class JaxBench:
         stacked = jax.device_get(run.init_state(self.exp))
         return [jax.device_put(members.unstack(stacked, i)) for i in range(self.k)]
 
-    def _compiled_single(self, state: train.TrainState, options: dict[str, Any] | None = None) -> Callable:
+    def _compiled_single(self, state: train.TrainState, options: dict[str, str | bool] | None = None) -> Callable:
         """The single-model step lowered and compiled now (so module patches apply), with the product's
         XLA options, or with `options` instead."""
         return (

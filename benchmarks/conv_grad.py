@@ -142,7 +142,7 @@ def markdown(r: dict) -> str:
         lines.append(
             f"| {row['layer']} | {row['gflop_per_part']:.2f} | "
             + " | ".join(f"{row['ms'][c]:.1f}" for c in cols)
-            + f" | {min(dws, key=dws.get)} |"
+            + f" | {min(dws, key=dws.__getitem__)} |"
         )
     total = {c: sum(row["ms"][c] for row in r["rows"]) for c in cols}
     lines += [

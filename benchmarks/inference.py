@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     lat = timings(model.logits, test[:1], args.latency_calls)
     thr = timings(model.logits, test[: args.batch], args.throughput_calls)
-    result = {
+    result: dict[str, Any] = {
         "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
         "model": {
             "member": model.manifest["member"],

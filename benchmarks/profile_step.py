@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     jitted = jax.jit(
         train.make_train_step(cfg), donate_argnums=(0,), compiler_options=backend.compiler_options(cfg.compile.cpu_conv)
     )
-    hlo = jitted.lower(state, *arrays, batches[0]).compile().as_text()
+    hlo = jitted.lower(state, *arrays, batches[0]).compile().as_text() or ""
     for b in batches[:3]:
         state, _ = jitted(state, *arrays, b)
     jax.block_until_ready(state)

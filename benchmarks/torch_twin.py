@@ -67,7 +67,7 @@ def make_train_step(
 ) -> Callable[[torch.Tensor], tuple[float, int]]:
     """`step(idx) -> (loss_sum, correct)`: one Adam step on the batch `images_u8[idx]`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=fmt).train()
+    model.to(memory_format=fmt).train()  # type: ignore[call-overload]  # valid; torch's stubs omit memory_format
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
 

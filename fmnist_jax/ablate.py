@@ -34,7 +34,7 @@ from absl import flags
 from matplotlib.figure import Figure
 from scipy import stats
 
-from fmnist_jax import checkpoints, cmdline, models, plots
+from fmnist_jax import checkpoints, cmdline, models, plots, validate
 
 Table = list[dict[str, Any]]
 COLUMNS = (
@@ -78,6 +78,7 @@ def load_grid_module(path: str | Path) -> ModuleType:
     if not path.is_file():
         raise cmdline.UsageError(f"no ablation file {str(path)!r}")
     spec = importlib.util.spec_from_file_location(f"fmnist_ablation_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py file that exists
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -121,9 +122,14 @@ def expand(base: ml_collections.ConfigDict, grid: Sequence[tuple[str, dict[str, 
 
 
 def check_budgets(points: Sequence[Point]) -> dict[str, int]:
-    """Parameter count per point; BudgetError naming every over-budget point (nothing has trained yet)."""
+    """Parameter count per point; ConfigError for a bad value, BudgetError naming every over-budget point
+    (nothing has trained yet)."""
     counts, over = {}, []
     for p in points:
+        try:
+            validate.check(p.config)
+        except validate.ConfigError as e:
+            raise validate.ConfigError(f"grid point {p.name}: {e}") from None
         counts[p.name] = n = models.count_params(models.build(p.config))
         if n > p.config.max_params:
             over.append(f"{p.name} has {n:,} (limit {p.config.max_params:,})")

@@ -29,21 +29,30 @@ def register(name: str):
     return wrap
 
 
+def _probability(op: str, p: float) -> None:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"{op}({p!r}): the probability must be a number in [0, 1]")
+
+
 @register("flip_lr")
 def flip_lr(p: float = 0.5) -> ImageOp:
     """Mirror left-right with probability p (torchvision RandomHorizontalFlip)."""
+    _probability("flip_lr", p)
     return lambda key, img: jnp.where(jax.random.bernoulli(key, p), img[:, ::-1], img)
 
 
 @register("flip_ud")
 def flip_ud(p: float = 0.5) -> ImageOp:
     """Mirror top-bottom with probability p (torchvision RandomVerticalFlip)."""
+    _probability("flip_ud", p)
     return lambda key, img: jnp.where(jax.random.bernoulli(key, p), img[::-1], img)
 
 
 @register("crop")
 def crop(pad: int = 4) -> ImageOp:
     """Random translation by up to `pad` pixels: zero-pad, then crop back to size."""
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 13:
+        raise ValueError(f"crop({pad!r}): pad must be an integer in [0, 13] (half the image)")
 
     def op(key, img):
         h, w, c = img.shape
@@ -57,6 +66,9 @@ def crop(pad: int = 4) -> ImageOp:
 @register("erase")
 def erase(p: float = 0.5, area: tuple[float, float] = (0.02, 0.25), ratio: tuple[float, float] = (0.3, 3.3)) -> ImageOp:
     """Random erasing (Zhong et al. 2017): blank a random rectangle with probability p."""
+    _probability("erase", p)
+    if not (0 < area[0] <= area[1] <= 1 and 0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"erase: need 0 < area[0] <= area[1] <= 1 and 0 < ratio[0] <= ratio[1], got {area}, {ratio}")
 
     def op(key, img):
         h, w, _ = img.shape

@@ -22,7 +22,7 @@ CPU_CONV = ("eigen", "ynnpack")
 _YNN_FUSION = "xla_cpu_experimental_ynn_fusion_type"
 
 
-def compiler_options(cpu_conv: str, backend: str | None = None) -> dict[str, str]:
+def compiler_options(cpu_conv: str, backend: str | None = None) -> dict[str, str | bool]:
     """Per-jit XLA options (`jax.jit(..., compiler_options=...)`) for `backend` (default: JAX's)."""
     if cpu_conv not in CPU_CONV:
         raise ValueError(f"unknown compile.cpu_conv {cpu_conv!r}; use one of {CPU_CONV}")

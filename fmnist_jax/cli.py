@@ -3,7 +3,7 @@
 Each command lives in the module that does its job and exposes `main(argv) -> int`;
 imports are lazy so `--help` and argument errors are instant. Bad input (unknown config
 key, wrong type, a model over budget, missing or corrupt data) ends with one clear
-message and exit code 2, never a traceback.
+message and exit code 2, never a traceback; a diverged training stops with one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import importlib
 import sys
 
 from fmnist_jax.cmdline import UsageError
-from fmnist_jax.data import DataError
-from fmnist_jax.models import BudgetError
+from fmnist_jax.errors import BudgetError, ConfigError, DataError, Diverged, WorkdirBusy
 
 COMMANDS = {
     "train": ("fmnist_jax.train_cli", "train k folds x seeds of a config together"),
@@ -43,9 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return module.main(argv[1:])
-    except (UsageError, DataError, BudgetError) as e:
+    except (UsageError, DataError, BudgetError, ConfigError, WorkdirBusy) as e:
         print(f"fmnist-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"fmnist-jax {argv[0]}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ def parse(
     argv: list[str], define: Callable[[flags.FlagValues], None], required: tuple[str, ...] = ()
 ) -> flags.FlagValues:
     """Parse `argv` (without the command name) into a fresh FlagValues set up by `define`."""
+    keys = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:  # absl would concatenate repeated tuple overrides: (1,) and (2,) -> (1, 2)
+        raise UsageError(f"{', '.join(repeated)} given more than once")
     fv = flags.FlagValues()
     _configs_importable(argv)
     saved, sys.argv = sys.argv, ["fmnist-jax"] + argv  # config_flags reads sys.argv to define override flags

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from fmnist_jax.errors import DataError
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -31,10 +32,6 @@ INSTALL_HINT = (
     "folder and pass --config.data.dir=FOLDER or set FMNIST_DATA_DIR."
 )
 _IDX_DTYPES = {0x08: np.uint8}
-
-
-class DataError(RuntimeError):
-    """Missing, unreadable or corrupt data; the message says how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +151,9 @@ def load(data_dir: str | None = None, source: str = "idx", verify: bool = True) 
     d = find_data_dir(data_dir)
     arrays, md5 = {}, {}
     for key, (stem, _) in FILES.items():
-        arrays[key], md5[key] = read_idx(_find(d, stem))
+        path = _find(d, stem)
+        assert path is not None  # find_data_dir returns only folders holding all four files
+        arrays[key], md5[key] = read_idx(path)
     return _dataset(arrays, md5, str(d), verify)
 
 
@@ -183,10 +182,7 @@ def kfold(labels: np.ndarray, k: int, fold: int, seed: int = 0) -> tuple[np.ndar
     if k < 2 or not 0 <= fold < k:
         raise ValueError(f"need k >= 2 and 0 <= fold < k, got k={k}, fold={fold}")
     rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        val.append(np.array_split(idx, k)[fold])
-    val = np.sort(np.concatenate(val))
+    per_class = [np.array_split(rng.permutation(np.flatnonzero(labels == c)), k)[fold] for c in np.unique(labels)]
+    val = np.sort(np.concatenate(per_class))
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
     return train.astype(np.int32), val.astype(np.int32)

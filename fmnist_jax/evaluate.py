@@ -127,7 +127,7 @@ def evaluate_run(
         "test_accuracy": run.mean_std(test["accuracy"]),
         "per_class_accuracy": {c: run.mean_std(per_class[:, k]) for k, c in enumerate(data.CLASS_NAMES)},
         "classes": list(data.CLASS_NAMES),
-        "confusion": sum(cms).tolist(),  # pooled over members: rows true, columns predicted
+        "confusion": np.sum(cms, axis=0).tolist(),  # pooled over members: rows true, columns predicted
     }
 
 
@@ -174,9 +174,8 @@ def _define(fv: flags.FlagValues) -> None:
     )
 
 
-def parse_member(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
+def parse_member(text: str) -> tuple[int, int]:
+    """`--member FOLD,SEED` as (fold, seed)."""
     try:
         fold, seed = (int(x) for x in text.split(","))
     except ValueError as e:
@@ -186,7 +185,7 @@ def parse_member(text: str | None) -> tuple[int, int] | None:
 
 def main(argv: list[str]) -> int:
     fv = cmdline.parse(argv, _define, required=("workdir",))
-    member = parse_member(fv.member)
+    member = None if fv.member is None else parse_member(fv.member)
     from fmnist_jax import plots
 
     tta_flip = None if fv.tta_flip is None else fv.tta_flip == "true"

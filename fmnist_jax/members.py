@@ -59,7 +59,7 @@ def over_members(
     mesh: Mesh,
     strategy: str = "auto",
     donate_argnums: tuple[int, ...] = (),
-    compiler_options: dict[str, str] | None = None,
+    compiler_options: dict[str, str | bool] | None = None,
 ) -> Callable:
     """Jit `fn` over a leading member axis on the arguments whose `in_axes` is 0.
 

@@ -15,12 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from fmnist_jax.errors import BudgetError
 
 MAX_PARAMS = 100_000
-
-
-class BudgetError(ValueError):
-    """A model over the parameter budget; refused before anything trains."""
 
 
 class ConvBlock(nn.Module):
@@ -78,7 +75,7 @@ def build(config: ml_collections.ConfigDict) -> CNN:
 
 
 def init_variables(model: nn.Module, key: jax.Array) -> dict:
-    return model.init(key, jnp.zeros((1, 28, 28, 1), jnp.float32), train=False)
+    return dict(model.init(key, jnp.zeros((1, 28, 28, 1), jnp.float32), train=False))
 
 
 def count_params(model: nn.Module) -> int:
@@ -92,7 +89,9 @@ def flops_per_image(model: nn.Module) -> float:
     variables = jax.eval_shape(functools.partial(init_variables, model), jax.random.key(0))
     x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
-    return float(lowered.cost_analysis()["flops"])
+    cost = lowered.cost_analysis()
+    assert cost is not None, "XLA gave no cost analysis"
+    return float(cost["flops"])
 
 
 def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:

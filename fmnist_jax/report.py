@@ -64,7 +64,7 @@ def model_table(model: nn.Module) -> list[dict[str, Any]]:
     for layer, args, out in _interior_calls(model, variables, x):
         own = {col: tree[layer.name] for col, tree in variables.items() if layer.name in tree}
         apply = functools.partial(lambda v, x, layer, rest: layer.apply(v, x, *rest), layer=layer, rest=args[1:])
-        flops = jax.jit(apply).lower(own, args[0]).cost_analysis()["flops"]
+        flops = (jax.jit(apply).lower(own, args[0]).cost_analysis() or {}).get("flops", float("nan"))
         rows.append(
             {
                 "layer": layer.name,
@@ -152,7 +152,7 @@ def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, mem
     """Confusion (pooled over members) and member 0's sample predictions; returns the Markdown section."""
     labels = dataset.test_labels
     preds = logits.argmax(-1)
-    counts = sum(plots.confusion_matrix(labels, p) for p in preds)
+    counts = np.sum([plots.confusion_matrix(labels, p) for p in preds], axis=0)
     plots.save(
         plots.confusion(
             counts,
@@ -307,7 +307,7 @@ def ablation_report(directory: str | Path, out: str | Path | None = None) -> Pat
         out / "ablation.png",
     )
     md = [f"# Ablation report: {directory.name}", "", "![accuracy per point](ablation.png)", ""]
-    runs = {
+    runs: dict[str, Sequence[dict[str, Any]]] = {
         r["point"]: read_jsonl(directory / r["point"] / "metrics.jsonl")
         for r in table
         if (directory / r["point"] / "metrics.jsonl").exists()

@@ -8,21 +8,26 @@ Re-running the same command in the same workdir resumes from the latest checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
+import filelock
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from fmnist_jax import backend, checkpoints, data, members, models, tracking, train
+from fmnist_jax import backend, checkpoints, data, members, models, tracking, train, validate
+from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
 from fmnist_jax.writers import JsonlWriter, MetricWriter, MultiWriter
+from fmnist_jax.errors import Diverged, WorkdirBusy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +72,8 @@ class Experiment:
 
 
 def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None) -> Experiment:
-    """Validate the config (budget first), load and split data, compile the member steps."""
+    """Validate the config (values, then budget), load and split data, compile the member steps."""
+    validate.check(config)
     model = models.build(config)
     n_params = models.check_budget(model, config.max_params)
     ms = members_of(config)
@@ -146,7 +152,7 @@ def train_epoch(
     """One epoch for all members; returns the new state and per-member train loss/accuracy."""
     order = members.place(jnp.asarray(epoch_order(exp, epoch)), exp.mesh, stacked=False)
     a = exp.arrays
-    total = None
+    total: Metrics | None = None
     bar = tqdm(
         total=exp.steps_per_epoch * exp.batch_size * len(exp.members),
         unit="img",
@@ -161,6 +167,7 @@ def train_epoch(
         total = m if total is None else total.merge(m)
         bar.update(exp.batch_size * len(exp.members))
     bar.close()
+    assert total is not None  # setup refuses configs with no steps
     return state, total.compute()
 
 
@@ -186,7 +193,8 @@ def evaluate(exp: Experiment, state: train.TrainState, split: str) -> tuple[dict
     mask = np.zeros((len(idx_list), n_max), bool)
     for i, ix in enumerate(idx_list):
         idx[i, : len(ix)], mask[i, : len(ix)] = ix, True
-    total, logits = None, []
+    total: Metrics | None = None
+    logits = []
     for s in range(0, n_max, bs):
         m, lg = exp.eval_step(
             state, images, labels, *members.place((idx[:, s : s + bs], mask[:, s : s + bs]), exp.mesh, True)
@@ -194,7 +202,30 @@ def evaluate(exp: Experiment, state: train.TrainState, split: str) -> tuple[dict
         total = m if total is None else total.merge(m)
         logits.append(lg)
     n = max(map(len, idx_list))
+    assert total is not None  # every split has at least one batch
     return total.compute(), np.concatenate([np.asarray(x) for x in logits], axis=1)[:, :n]
+
+
+def check_finite(
+    exp: Experiment, state: train.TrainState, train_m: dict[str, np.ndarray], epoch: int, last_saved: int | None
+) -> None:
+    """Raise Diverged naming the members whose epoch loss or parameters are NaN/inf.
+
+    Once an epoch: one reduction per parameter on the device and the epoch's losses already on the host,
+    so it costs nothing next to the epoch, and no NaN reaches metrics, summary or checkpoints.
+    """
+    params_ok = np.asarray(
+        jax.tree.reduce(
+            jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).reshape(len(x), -1).all(1), state.params)
+        )
+    )
+    bad = [m.tag for i, m in enumerate(exp.members) if not (params_ok[i] and np.isfinite(train_m["loss"][i]))]
+    if bad:
+        kept = f"the last finite checkpoint is epoch {last_saved}" if last_saved else "no checkpoint was saved"
+        raise Diverged(
+            f"training diverged in epoch {epoch}: non-finite loss or parameters in {', '.join(bad)} "
+            f"(optim.lr={exp.config.optim.lr}); stopped, {kept}"
+        )
 
 
 def _rows(exp: Experiment, epoch: int, **split_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -313,8 +344,32 @@ def train_and_evaluate(
     written; `writer` (if given) and W&B (unless `wandb.mode='disabled'`) get the same rows.
     """
     workdir = Path(workdir)
+    exp = setup(config)  # validates everything before the workdir is touched
     workdir.mkdir(parents=True, exist_ok=True)
-    exp = setup(config)
+    with workdir_lock(workdir):
+        return _train(exp, workdir, progress, writer)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """One process per workdir: an OS advisory lock (flock via filelock) that the OS drops when its holder
+    dies, so a killed run never blocks the next; two live ones would interleave metrics and checkpoints."""
+    lock = filelock.FileLock(workdir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise WorkdirBusy(
+            f"{workdir} is in use by another process (it holds {workdir / '.lock'}); "
+            "wait for it to finish or use another --workdir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter | None) -> dict[str, Any]:
+    config = exp.config
     mngr = checkpoints.manager(workdir, config.checkpoint.max_to_keep)
     state, start, epoch_seconds = _resume(exp, mngr, workdir)
     summary_path = workdir / "summary.json"
@@ -353,6 +408,7 @@ def train_and_evaluate(
             t0 = time.perf_counter()
             state, train_m = train_epoch(exp, state, epoch, progress)
             jax.block_until_ready(state)
+            check_finite(exp, state, train_m, epoch + 1, mngr.latest_step())
             epoch_seconds.append(time.perf_counter() - t0)
             val_m, _ = evaluate(exp, state, "val")
             writers.write(_rows(exp, epoch + 1, train=train_m, val=val_m))

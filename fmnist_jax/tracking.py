@@ -66,7 +66,7 @@ class WandbWriter:
                     id=ids[m.tag],
                     resume="allow",
                     dir=str(workdir),
-                    mode=mode,
+                    mode=mode,  # type: ignore[arg-type]  # one of wandb's modes: checked by the caller
                     reinit="create_new",
                     config={**flat, **extra, "fold": m.fold, "seed": m.seed, "member": i},
                     settings=wandb.Settings(silent=True),
@@ -170,7 +170,7 @@ def offline_records(path: str | Path) -> Iterator[Any]:
         chunk, pos = buf[pos + 7 : pos + 7 + length], pos + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf class
             record.ParseFromString(pending)
             yield record
 

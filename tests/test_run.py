@@ -1,12 +1,16 @@
 """One config end to end on generated data: outputs, learning, determinism, config validation."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import chex
 import numpy as np
 import pytest
 
-from fmnist_jax import run
+from fmnist_jax import cli, run
+from fmnist_jax.errors import Diverged, WorkdirBusy
 from fmnist_jax.record import ISA_FLAGS
 from fmnist_jax.writers import read_jsonl
 
@@ -59,15 +63,56 @@ def test_epoch_order_is_per_member_and_within_its_fold(tiny_config):
     assert not np.array_equal(order[:, 0], order[:, 2])  # same fold, other seed: other order
 
 
-@pytest.mark.parametrize(
-    "key,value,match",
-    [
-        ("cv.folds", (0, 0), "without repeats"),
-        ("train.batch_size", 100_000, "batch_size"),
-    ],
-)
-def test_bad_config_values_are_clear_errors(tiny_config, key, value, match):
-    section, name = key.split(".")
-    setattr(tiny_config[section], name, value)
-    with pytest.raises(ValueError, match=match):
+def test_batch_larger_than_the_fold_is_a_clear_error(tiny_config):
+    tiny_config.train.batch_size = 100_000  # valid alone; only the data says it is too large (tests/test_validate.py)
+    with pytest.raises(ValueError, match="batch_size=100000 must be positive and at most the training fold size"):
         run.setup(tiny_config)
+
+
+def test_one_training_per_workdir_and_a_killed_holder_never_blocks(tiny_config, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    hold = (
+        "import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+    )
+    hold += "time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(work / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkdirBusy, match="in use by another process"):
+            run.train_and_evaluate(tiny_config, work, progress=False)
+        assert not (work / "metrics.jsonl").exists()
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, the OS drops the lock
+        holder.wait()
+    assert (work / ".lock").exists()
+    assert run.train_and_evaluate(tiny_config, work, progress=False)["test_accuracy"]["mean"] > 0
+
+
+def test_divergence_stops_before_anything_non_finite_is_written(tiny_config, tmp_path, capsys):
+    tiny_config.normalize.std = 1e-38  # inputs of ~1e37: activations overflow to inf in the first step
+    with pytest.raises(
+        Diverged, match="diverged in epoch 1: non-finite loss or parameters in fold0_seed0, fold1_seed0"
+    ):
+        run.train_and_evaluate(tiny_config, tmp_path / "a", progress=False)
+    assert not (tmp_path / "a" / "summary.json").exists() and not (tmp_path / "a" / "checkpoints" / "1").exists()
+    assert read_jsonl(tmp_path / "a" / "metrics.jsonl") == []
+    args = [
+        "train",
+        "--config",
+        str(Path(__file__).parents[1] / "configs" / "default.py"),
+        "--workdir",
+        str(tmp_path / "b"),
+        "--config.normalize.std=1e-38",
+    ]
+    args += [f"--config.data.dir={tiny_config.data.dir}", "--config.data.verify=false", "--config.wandb.mode=disabled"]
+    args += [
+        "--config.cv.k=3",
+        "--config.cv.folds=(0,1)",
+        "--config.model.widths=(8,16)",
+        "--config.model.depths=(1,1)",
+        "--config.train.batch_size=16",
+    ]
+    assert cli.main([*args, "--noprogress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "training diverged in epoch 1" in err and len(err.splitlines()) == 1

@@ -1,0 +1,86 @@
+"""The config validation pass: every bad value named before any work, nothing written."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from configs import default
+from fmnist_jax import ablate, cli, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = str(ROOT / "configs" / "default.py")
+
+BAD = [
+    ("train.batch_size", 0, "train.batch_size=0"),
+    ("train.epochs", 0, "train.epochs=0"),
+    ("train.epochs", -3, "train.epochs=-3"),
+    ("eval.batch_size", 0, "eval.batch_size=0"),
+    ("cv.k", 1, "cv.k=1"),
+    ("cv.folds", (5,), "cv.folds=(5,)"),
+    ("cv.folds", (0, 0), "has repeats"),
+    ("seeds", (), "seeds=()"),
+    ("augment", "flip_lr|twirl", "unknown augmentation"),
+    ("augment", "erase(2.0)", "erase(2.0)"),
+    ("augment", "crop(-1)", "crop(-1)"),
+    ("optim.name", "sgd", "optim.name='sgd'"),
+    ("optim.schedule", "linear", "optim.schedule='linear'"),
+    ("optim.lr", float("nan"), "optim.lr=nan"),
+    ("optim.lr", 0.0, "optim.lr=0.0"),
+    ("optim.warmup_epochs", 9.0, "optim.warmup_epochs=9.0"),
+    ("members.strategy", "scan", "members.strategy='scan'"),
+    ("compile.cpu_conv", "onednn", "compile.cpu_conv='onednn'"),
+    ("normalize.std", 0.0, "normalize.std=0.0"),
+    ("train.label_smoothing", 1.5, "train.label_smoothing=1.5"),
+    ("model.depths", (2, 2), "one entry per stage"),
+    ("wandb.mode", "cloud", "wandb.mode='cloud'"),
+]
+
+
+@pytest.mark.parametrize("key,value,match", BAD, ids=[f"{k}={v}" for k, v, _ in BAD])
+def test_bad_values_are_named(key, value, match):
+    c = default.get_config()
+    *parents, leaf = key.split(".")
+    node = c
+    for p in parents:
+        node = node[p]
+    with node.ignore_type():
+        node[leaf] = value
+    with pytest.raises(validate.ConfigError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        validate.check(c)
+
+
+@pytest.mark.parametrize(
+    "name,arg", [("default", None), ("default", "smoke"), ("best", None), ("best", "smoke"), ("seed_study", None)]
+)
+def test_shipped_configs_are_valid(name, arg):
+    validate.check(importlib.import_module(f"configs.{name}").get_config(arg))
+
+
+@pytest.mark.parametrize("grid", ["augmentation", "width", "depth", "best_recipe", "long_budget"])
+def test_every_point_of_the_shipped_grids_is_valid(grid):
+    module = ablate.load_grid_module(ROOT / "ablations" / f"{grid}.py")
+    base = module.get_config(None)
+    for point in ablate.expand(base, module.get_grid(base)):
+        validate.check(point.config)
+
+
+def test_cli_refuses_before_writing_anything(capsys, tmp_path):
+    work = tmp_path / "run"
+    args = ["train", "--config", DEFAULT, "--workdir", str(work), "--config.train.batch_size=0"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size=0" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not work.exists()
+
+
+def test_repeated_override_is_refused_not_concatenated(capsys, tmp_path):
+    args = ["train", "--config", DEFAULT, "--workdir", str(tmp_path / "r")]
+    assert cli.main([*args, "--config.cv.folds=(1,)", "--config.cv.folds=(2,)"]) == 2
+    assert "--config.cv.folds given more than once" in capsys.readouterr().err
+
+
+def test_ablate_dry_run_checks_every_point(capsys, tmp_path):
+    args = ["ablate", str(ROOT / "ablations" / "augmentation.py"), "--workdir", str(tmp_path), "--dry_run"]
+    assert cli.main([*args, "--config.train.batch_size=0"]) == 2
+    assert "train.batch_size=0" in capsys.readouterr().err
