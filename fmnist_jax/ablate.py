@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from fmnist_jax import checkpoints, cmdline, models, plots, validate
+from fmnist_jax.writers import write_json
 
 Table = list[dict[str, Any]]
 COLUMNS = (
@@ -181,7 +182,7 @@ def run_grid(points: Sequence[Point], workdir: str | Path, only: Sequence[str] =
         finally:
             record = json.loads((d / "ablate.json").read_text()) if (d / "ablate.json").exists() else {}
             record["wall_s"] = record.get("wall_s", 0.0) + time.perf_counter() - t0
-            (d / "ablate.json").write_text(json.dumps(record))
+            write_json(d / "ablate.json", record, indent=None)
         print(run.format_summary(summary), flush=True)
 
 

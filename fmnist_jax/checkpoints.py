@@ -11,6 +11,10 @@ neither the dataset nor a training run, and the target carries the sharding to r
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +25,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fmnist_jax import members, models, train
 from fmnist_jax.cmdline import UsageError
+from fmnist_jax.errors import CheckpointDamaged
+from fmnist_jax.writers import write_json
 
 # Config keys that say where results go, not what is computed: a resumed run may change them.
 MUTABLE_KEYS = ("checkpoint", "wandb")
 # Config keys added after runs were saved without them, with the value that reproduces those runs.
 ADDED_KEYS = {"eval.tta_flip": False, "compile.cpu_conv": "ynnpack"}
+DIGESTS = "digests.json"  # in the checkpoints folder: {epoch: SHA-256 of that step's files}
 
 
 class CheckpointMismatch(UsageError):
@@ -50,8 +57,66 @@ def manager(workdir: str | Path, max_to_keep: int | None = None, create: bool = 
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state: train.TrainState, meta: dict[str, Any]) -> None:
-    """Save after `epoch` finished epochs (asynchronously: call `mngr.wait_until_finished()` before exit)."""
+    """Save after `epoch` finished epochs, wait for it, and record the SHA-256 of its files in `digests.json`.
+
+    Waiting costs little at this size and is what lets the digest describe the finished files; a restore
+    checks it, so flipped or truncated bytes are found instead of silently evaluated.
+    """
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    mngr.wait_until_finished()
+    kept = {str(s) for s in mngr.all_steps()}
+    digests = {s: d for s, d in _digests(mngr).items() if s in kept} | {str(epoch): _digest(mngr, epoch)}
+    write_json(Path(mngr.directory) / DIGESTS, digests)
+
+
+def _digest(mngr: ocp.CheckpointManager, epoch: int) -> str:
+    root = Path(mngr.directory) / str(epoch)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root)}\0{f.stat().st_size}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _digests(mngr: ocp.CheckpointManager) -> dict[str, str]:
+    try:
+        return json.loads((Path(mngr.directory) / DIGESTS).read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:
+        raise CheckpointDamaged(f"{Path(mngr.directory) / DIGESTS} is not valid JSON ({e})") from None
+
+
+def verify(mngr: ocp.CheckpointManager, epoch: int) -> None:
+    """Raise CheckpointDamaged if epoch's files differ from their digest at save (checkpoints saved before
+    digests existed have none and pass)."""
+    want = _digests(mngr).get(str(epoch))
+    if want is not None and _digest(mngr, epoch) != want:
+        raise CheckpointDamaged(
+            f"checkpoint of epoch {epoch} in {mngr.directory} is damaged: its files no longer match the SHA-256 "
+            "recorded when it was saved"
+        )
+
+
+def restore_latest_intact(mngr: ocp.CheckpointManager, restore_fn: Callable[[int], Any]) -> tuple[int, Any]:
+    """(epoch, restore_fn(epoch)) for the newest checkpoint that verifies and restores.
+
+    Damaged newer ones are reported and, once an older one has restored, deleted: training redoes those
+    epochs. With none intact nothing is deleted. CheckpointMismatch (another run's checkpoint) passes through.
+    """
+    damaged = []
+    for epoch in sorted(mngr.all_steps(), reverse=True):
+        try:
+            verify(mngr, epoch)
+            restored = restore_fn(epoch)
+        except (CheckpointDamaged, ValueError, OSError, KeyError) as e:  # Orbax's errors on cut or flipped files
+            print(f"{mngr.directory}: skipping the checkpoint of epoch {epoch}: {e}", file=sys.stderr)
+            damaged.append(epoch)
+            continue
+        for d in damaged:
+            mngr.delete(d)
+        return epoch, restored
+    raise CheckpointDamaged(f"no intact checkpoint in {mngr.directory} (damaged: epochs {sorted(damaged)})")
 
 
 def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> tuple[int, dict[str, Any]]:
@@ -80,13 +145,15 @@ def restore(mngr: ocp.CheckpointManager, target: train.TrainState, epoch: int | 
 
 
 def _step(mngr: ocp.CheckpointManager, epoch: int | None) -> int:
+    """The latest step, or `epoch`, verified against its digest."""
     steps = mngr.all_steps()
     if not steps:
         raise NoCheckpoint(f"no checkpoint in {mngr.directory}")
     if epoch is None:
-        return max(steps)
-    if epoch not in steps:
+        epoch = max(steps)
+    elif epoch not in steps:
         raise NoCheckpoint(f"no checkpoint for epoch {epoch} in {mngr.directory}; available: {sorted(steps)}")
+    verify(mngr, epoch)
     return epoch
 
 

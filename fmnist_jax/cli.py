@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from fmnist_jax.cmdline import UsageError
-from fmnist_jax.errors import BudgetError, ConfigError, DataError, Diverged, WorkdirBusy
+from fmnist_jax.errors import BudgetError, CheckpointDamaged, ConfigError, DataError, Diverged, WorkdirBusy
 
 COMMANDS = {
     "train": ("fmnist_jax.train_cli", "train k folds x seeds of a config together"),
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return module.main(argv[1:])
-    except (UsageError, DataError, BudgetError, ConfigError, WorkdirBusy) as e:
+    except (UsageError, DataError, BudgetError, ConfigError, WorkdirBusy, CheckpointDamaged) as e:
         print(f"fmnist-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     except Diverged as e:

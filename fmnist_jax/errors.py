@@ -13,6 +13,10 @@ class ConfigError(ValueError):
     """A config value of the wrong type or out of range; the message names the key."""
 
 
+class CheckpointDamaged(RuntimeError):
+    """A checkpoint's files differ from the digest recorded when it was saved (flipped or cut bytes)."""
+
+
 class WorkdirBusy(RuntimeError):
     """Another live process trains in this workdir."""
 

@@ -9,7 +9,6 @@ per-class accuracy and the confusion matrix, saved as `evaluation.json` and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ import ml_collections
 from absl import flags
 
 from fmnist_jax import cmdline
+from fmnist_jax.writers import write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy, so `evaluate --help` is instant
     from fmnist_jax import run, train
@@ -197,7 +197,7 @@ def main(argv: list[str]) -> int:
         + (f"_epoch{fv.step}" if fv.step else "")
         + ("" if tta_flip is None else f"_tta_{fv.tta_flip}")
     )
-    (out / f"evaluation{suffix}.json").write_text(json.dumps(report, indent=2))
+    write_json(out / f"evaluation{suffix}.json", report)
     acc = report["test_accuracy"]
     plots.save(
         plots.confusion(

@@ -26,6 +26,7 @@ from absl import flags
 
 from fmnist_jax import cmdline, data, models, train
 from fmnist_jax.exported import FORMAT, MANIFEST_FILE, MODEL_FILE, ExportedModel
+from fmnist_jax.writers import write_json
 
 PLATFORMS = ("cpu", "cuda")
 
@@ -89,7 +90,7 @@ def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember
 
 
 def write_manifest(out: str | Path, manifest: dict[str, Any]) -> None:
-    (Path(out) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=list))
+    write_json(Path(out) / MANIFEST_FILE, manifest, default=list)
 
 
 def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes, dict[str, Any]]:

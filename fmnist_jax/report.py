@@ -26,7 +26,7 @@ from absl import flags
 
 from fmnist_jax import cmdline, data, models, plots
 from fmnist_jax.cmdline import UsageError
-from fmnist_jax.writers import read_jsonl
+from fmnist_jax.writers import write_json, read_jsonl
 
 
 def _interior_calls(model: nn.Module, variables: Any, x: jax.ShapeDtypeStruct) -> list[tuple[nn.Module, tuple, Any]]:
@@ -161,7 +161,7 @@ def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, mem
         ),
         out / "confusion.png",
     )
-    (out / "confusion.json").write_text(json.dumps({"classes": data.CLASS_NAMES, "counts": counts.tolist()}))
+    write_json(out / "confusion.json", {"classes": data.CLASS_NAMES, "counts": counts.tolist()}, indent=None)
     probs = np.asarray(jax.nn.softmax(logits[0]))
     idx = plots.pick_examples(labels, preds[0])
     m0 = members[0]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fmnist_jax import backend, checkpoints, data, members, models, tracking, train, validate
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
-from fmnist_jax.writers import JsonlWriter, MetricWriter, MultiWriter
+from fmnist_jax.writers import write_json, JsonlWriter, MetricWriter, MultiWriter
 from fmnist_jax.errors import Diverged, WorkdirBusy
 
 
@@ -298,10 +298,15 @@ def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[train.TrainState, int
     """(state, finished epochs, their durations): from the latest checkpoint if there is one, else fresh."""
     if mngr.latest_step() is None:
         return init_state(exp), 0, []
-    epoch, meta = checkpoints.read_meta(mngr)
-    checkpoints.check_compatible(meta, exp.config, exp.dataset.digest, workdir)
     target = checkpoints.abstract_state(exp.config, exp.steps_per_epoch, len(exp.members), exp.mesh)
-    return checkpoints.restore(mngr, target, epoch), epoch, list(meta["epoch_seconds"])
+
+    def load(epoch: int) -> tuple[train.TrainState, dict[str, Any]]:
+        _, meta = checkpoints.read_meta(mngr, epoch)
+        checkpoints.check_compatible(meta, exp.config, exp.dataset.digest, workdir)
+        return checkpoints.restore(mngr, target, epoch), meta
+
+    epoch, (state, meta) = checkpoints.restore_latest_intact(mngr, load)
+    return state, epoch, list(meta["epoch_seconds"])
 
 
 def _keep_rows(path: Path, last_epoch: int) -> None:
@@ -377,9 +382,9 @@ def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter 
         mngr.close()
         print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
         return json.loads(summary_path.read_text())
-    (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
+    write_json(workdir / "config.json", config.to_dict(), default=list)
     record = run_record(config, exp.dataset) | ({"resumed_from_epoch": start} if start else {})
-    (workdir / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(workdir / "record.json", record, default=str)
     _keep_rows(workdir / "metrics.jsonl", start)
     tracker = (
         None
@@ -419,7 +424,7 @@ def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter 
             val_m, _ = evaluate(exp, state, "val")
         test_m, test_logits = evaluate(exp, state, "test")
         summary = summarize(exp, val_m, test_m, epoch_seconds)
-        summary_path.write_text(json.dumps(summary, indent=2))
+        write_json(summary_path, summary)
         if tracker is not None:
             tracker.write_summary(summary)
             tracker.write_figures(lambda i: _figures(exp, test_logits, i))

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from fmnist_jax.checkpoints import flatten
+from fmnist_jax.writers import write_json
 
 MODES = ("offline", "online", "disabled")
 RUN_IDS = "wandb_runs.json"
@@ -52,7 +53,7 @@ class WandbWriter:
         ids_path = workdir / RUN_IDS
         ids = json.loads(ids_path.read_text()) if resume and ids_path.exists() else {}
         ids = {m.tag: ids.get(m.tag) or uuid.uuid4().hex[:8] for m in members}
-        ids_path.write_text(json.dumps(ids, indent=2))
+        write_json(ids_path, ids)
         flat = flatten(config.to_dict())
 
         def start(mode: str) -> list[Any]:

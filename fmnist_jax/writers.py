@@ -1,8 +1,12 @@
-"""Metric writers, kept apart from training (CLU style): JSON lines always, more via `MultiWriter`."""
+"""Metric writers, kept apart from training (CLU style): JSON lines always, more via `MultiWriter`; and the one
+way the project writes a JSON file.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 from collections.abc import Sequence
@@ -25,7 +29,7 @@ class JsonlWriter:
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:
-            self._f.write(json.dumps(row) + "\n")
+            self._f.write(json.dumps(row, allow_nan=False) + "\n")
         self._f.flush()
 
     def close(self) -> None:
@@ -47,3 +51,18 @@ class MultiWriter:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Any = None) -> None:
+    """Write `obj` as strict JSON (NaN/inf refused: other readers reject them) atomically: a kill mid-write
+    leaves the previous file or none, never a truncated one (temp file in the same folder, then rename)."""
+    path = Path(path)
+    text = json.dumps(obj, indent=indent, default=default, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

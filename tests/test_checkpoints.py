@@ -163,3 +163,34 @@ def test_load_trained_one_member(reference):
         evaluate.member_index(ms, 4, 0)
     with pytest.raises(FileNotFoundError, match="no checkpoint for epoch 1"):
         evaluate.load_trained(workdir, step=1)
+
+
+def _damage(workdir: Path, epoch: int, how: str) -> None:
+    """Flip 16 bytes in the middle of, or cut in half, the largest file of a checkpoint's state."""
+    f = max(
+        (p for p in (workdir / "checkpoints" / str(epoch) / "state").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(f.read_bytes())
+    if how == "flip":
+        mid = len(data) // 2
+        data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
+    else:
+        data = data[: len(data) // 2]
+    f.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_damaged_latest_checkpoint_is_refused_and_resume_falls_back(tiny_config, tmp_path, how, capsys):
+    first = run.train_and_evaluate(tiny_config, tmp_path, progress=False)  # 3 epochs, checkpoints 2 and 3 kept
+    assert set(json.loads((tmp_path / "checkpoints" / checkpoints.DIGESTS).read_text())) == {"2", "3"}
+    evaluate.load_trained(tmp_path)  # intact: restores
+    _damage(tmp_path, 3, how)
+    with pytest.raises(checkpoints.CheckpointDamaged, match="checkpoint of epoch 3 .* is damaged"):
+        evaluate.load_trained(tmp_path)
+    evaluate.load_trained(tmp_path, step=2)  # the older one is still good
+    (tmp_path / "summary.json").unlink()  # as if killed after the last checkpoint, before the summary
+    again = run.train_and_evaluate(tiny_config, tmp_path, progress=False)  # falls back to 2, redoes 3
+    assert "skipping the checkpoint of epoch 3" in capsys.readouterr().err
+    assert again["members"] == first["members"]  # the redone epoch lands where the damaged one was
+    evaluate.load_trained(tmp_path)  # the new latest verifies
