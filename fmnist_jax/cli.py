@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, BudgetError, ConfigError, WorkdirBusy, CheckpointDamaged) as e:
         print(f"fmnist-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
+    except (FileExistsError, NotADirectoryError) as e:  # --workdir/--out naming a file
+        print(f"fmnist-jax {argv[0]}: error: {e.filename} exists and is not a folder", file=sys.stderr)
+        return 2
     except Diverged as e:
         print(f"fmnist-jax {argv[0]}: {e}", file=sys.stderr)
         return 1

@@ -70,14 +70,21 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 def find_data_dir(explicit: str | None = None) -> Path:
-    """The first candidate holding all four files; an explicit dir must hold them."""
+    """The first candidate holding all four files; a folder the user named (config or $FMNIST_DATA_DIR) must
+    hold them, or the error says so, rather than data being read silently from somewhere else."""
     tried = candidate_dirs(explicit)
+    named = {
+        Path(d): how
+        for d, how in ((explicit, "data.dir"), (os.environ.get("FMNIST_DATA_DIR"), "$FMNIST_DATA_DIR"))
+        if d
+    }
     for d in tried:
         if all(_find(d, stem) for stem, _ in FILES.values()):
             return d
-        if explicit and d == Path(explicit):
+        if d in named:
             missing = [s for s, _ in FILES.values() if not _find(d, s)]
-            raise DataError(f"{d} lacks {', '.join(missing)}. {INSTALL_HINT}")
+            what = "does not exist" if not d.is_dir() else f"lacks {', '.join(missing)}"
+            raise DataError(f"{named[d]} {d} {what}. {INSTALL_HINT}")
     raise DataError("Fashion-MNIST not found in " + ", ".join(map(str, tried)) + ". " + INSTALL_HINT)
 
 

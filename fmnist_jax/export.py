@@ -25,6 +25,7 @@ import numpy as np
 from absl import flags
 
 from fmnist_jax import cmdline, data, models, train
+from fmnist_jax.errors import Diverged
 from fmnist_jax.exported import FORMAT, MANIFEST_FILE, MODEL_FILE, ExportedModel
 from fmnist_jax.writers import write_json
 
@@ -129,7 +130,20 @@ def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORM
 
 
 def export_model(trained: TrainedMember, out: str | Path, platforms: tuple[str, ...] = PLATFORMS) -> dict[str, Any]:
-    """Write `model.jax` + `manifest.json` into `out`; returns the manifest."""
+    """Write `model.jax` + `manifest.json` into `out`; returns the manifest.
+
+    Refuses (Diverged) a member whose weights are not all finite: its predictions would be meaningless.
+    """
+    bad = [
+        jax.tree_util.keystr(p)
+        for p, x in jax.tree_util.tree_leaves_with_path(trained.variables)
+        if not np.isfinite(np.asarray(x)).all()
+    ]
+    if bad:
+        raise Diverged(
+            f"member {trained.info.get('fold')},{trained.info.get('seed')} has non-finite weights "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): it diverged; not exporting it"
+        )
     serialized, manifest = build_artifact(trained, platforms)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / MODEL_FILE).write_bytes(serialized)

@@ -81,7 +81,12 @@ class ExportedModel:
         platform = "cuda" if platform == "gpu" else platform
         if platform not in manifest.get("platforms", [platform]):
             raise ModelFileError(f"{d}: exported for {manifest['platforms']}, this JAX runs on {platform}")
-        return cls(serialized, manifest)
+        model = cls(serialized, manifest)
+        if not np.isfinite(model.logits(np.zeros((1, 28, 28), np.uint8))).all():  # weights of a diverged run
+            raise ModelFileError(
+                f"{d / MODEL_FILE}: the model gives non-finite logits (NaN/inf weights); not serving it"
+            )
+        return model
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, 28, 28] (Fashion-MNIST convention: light item on black) -> float32 [N, 10]."""

@@ -56,7 +56,10 @@ def decode_files(paths: list[str], invert: images.Invert) -> tuple[list[tuple[st
     ok, errors = [], []
     for p in paths:
         try:
-            ok.append((p, images.load(p, invert)))
+            x = images.load(p, invert)
+            if not len(x):  # an empty batch would otherwise pass silently, with no line and exit 0
+                raise images.ImageError(f"{p}: holds no images")
+            ok.append((p, x))
         except images.ImageError as e:
             errors.append({"file": p, "error": str(e)})
     return ok, errors

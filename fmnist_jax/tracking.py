@@ -80,8 +80,12 @@ class WandbWriter:
         except Exception as e:
             if w.mode != "online":
                 raise
-            warnings.warn(f"W&B could not start online ({e}); logging offline instead", stacklevel=3)
+            reason = " ".join(str(e).split())  # one line
+            warnings.warn(f"W&B could not start online ({reason}); logging offline instead", stacklevel=3)
             self._finish()
+            # New IDs: this process still holds the failed online runs' IDs ("run ID ... is in use").
+            ids = {m.tag: uuid.uuid4().hex[:8] for m in members}
+            write_json(ids_path, ids)
             self.runs = start("offline")
 
     def _guard(self, what: str, fn: Callable[[], None]) -> None:

@@ -28,6 +28,14 @@ def test_errors_are_one_line_and_exit_2(args, match, capsys, tmp_path):
     assert match in err and "Traceback" not in err
 
 
+def test_workdir_naming_a_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "f").write_text("")
+    args = ["train", "--config", f"{DEFAULT}:smoke", "--workdir", str(tmp_path / "f" / "run")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a folder" in err and "Traceback" not in err
+
+
 def test_missing_flags_and_unknown_command(capsys):
     assert cli.main(["train", "--config", DEFAULT]) == 2
     assert "missing --workdir" in capsys.readouterr().err

@@ -56,6 +56,15 @@ def test_search_order_prefers_config_then_env(tmp_path, monkeypatch):
     assert data.find_data_dir(None) == b
 
 
+@pytest.mark.parametrize("env", ["missing", "empty"])
+def test_a_named_env_folder_without_the_data_is_an_error_not_skipped(tmp_path, monkeypatch, env):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / env))
+    what = "does not exist" if env == "missing" else "lacks train-images"
+    with pytest.raises(data.DataError, match=f"FMNIST_DATA_DIR {tmp_path / env} {what}"):
+        data.find_data_dir(None)
+
+
 def test_uncompressed_files_are_accepted(tmp_path):
     d = write_idx_dir(tmp_path / "d")
     for f in d.glob("*.gz"):

@@ -1,5 +1,6 @@
 """Export: the artifact reproduces the Flax model for any batch size, and loads with jax + numpy alone."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from deploy_helpers import tiny_member
 from fmnist_jax import cmdline, data, export, models, run
+from fmnist_jax.errors import Diverged
 from fmnist_jax.exported import MANIFEST_FILE, MODEL_FILE, ExportedModel, ModelFileError
 
 
@@ -116,3 +118,20 @@ def test_export_command_on_a_trained_run(tiny_config, tmp_path, capsys):
         export.main(["--workdir", str(workdir), "--out", str(out), "--member", "7,0"])
     with pytest.raises(cmdline.UsageError, match="no readable summary.json"):
         export.main(["--workdir", str(tmp_path / "empty"), "--out", str(out)])
+
+
+def test_non_finite_weights_are_neither_exported_nor_served(exported, tmp_path):
+    trained = exported[0]
+    params = jax.tree.map(np.array, trained.variables["params"])
+    params["Dense_0"]["kernel"][0, 0] = np.nan
+    poisoned = dataclasses.replace(trained, variables={**trained.variables, "params": params})
+    with pytest.raises(Diverged, match="non-finite weights .*not exporting"):
+        export.export_model(poisoned, tmp_path / "nan_model")
+    assert not (tmp_path / "nan_model").exists()
+    # An artifact with NaN weights made without that check is refused at load: predict and serve never answer NaN.
+    serialized, manifest = export.build_artifact(poisoned)
+    (tmp_path / "forged").mkdir()
+    (tmp_path / "forged" / MODEL_FILE).write_bytes(serialized)
+    export.write_manifest(tmp_path / "forged", manifest)
+    with pytest.raises(ModelFileError, match="non-finite logits"):
+        ExportedModel.load(tmp_path / "forged")

@@ -59,6 +59,13 @@ def test_a_file_over_the_limits_is_reported_alone(model_dir, files, tmp_path):
     assert result["errors"] == [{"file": huge, "error": f"{huge}: 1000000 images are over the limit of 100000"}]
 
 
+def test_an_empty_batch_is_an_error_not_silence(model_dir, files, tmp_path, capsys):
+    out, _ = model_dir
+    np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), np.uint8))
+    assert predict.main(["--model", str(out), str(tmp_path / "empty.npy")]) == 1
+    assert "empty.npy: holds no images" in capsys.readouterr().err
+
+
 def test_command_text_and_json(model_dir, files, capsys):
     out, _ = model_dir
     assert predict.main(["--model", str(out), *files]) == 1  # bad files make the exit code 1 ...

@@ -98,3 +98,20 @@ def test_resumed_run_reuses_run_ids(tiny_config, tmp_path, monkeypatch):
     tracking.WandbWriter(tiny_config, ms, tmp_path, resume=True).close()
     tracking.WandbWriter(tiny_config, ms, tmp_path).close()  # a fresh start gets new runs
     assert seen[:2] == seen[2:4] and not set(seen[4:]) & set(seen[:2])
+
+
+def test_unreachable_server_falls_back_to_offline_runs_that_hold_the_history(tiny_config, tmp_path, monkeypatch):
+    # A closed port on this machine: the online init fails fast; the offline fallback must then really record.
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "5")
+    tiny_config.wandb.mode = "online"
+    tiny_config.train.epochs = 1
+    with pytest.warns(UserWarning, match="could not start online.*logging offline instead"):
+        run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    wandb.teardown()
+    ids = json.loads((tmp_path / tracking.RUN_IDS).read_text())
+    for tag in ("fold0_seed0", "fold1_seed0"):
+        (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{ids[tag]}")
+        history, _ = tracking.offline_run(run_dir)
+        assert [r["_step"] for r in history if "train/loss" in r] == [1]
