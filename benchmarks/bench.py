@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import importlib
 import importlib.metadata
-import json
 import os
 import platform
 import shlex
@@ -31,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fmnist_jax import backend, data, members, models, run, train
 from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
+from fmnist_jax.writers import write_json
 
 TARGETS = {
     "together_vs_one_by_one": 2.0,
@@ -481,5 +481,5 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def write(report: dict[str, Any], out: Path) -> None:
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import statistics
 import sys
@@ -36,6 +35,7 @@ from jax import lax  # noqa: E402
 from configs import best, default  # noqa: E402
 from fmnist_jax import backend  # noqa: E402
 from fmnist_jax.record import cpu, git_revision, versions  # noqa: E402
+from fmnist_jax.writers import write_json  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     return 0

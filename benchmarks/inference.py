@@ -11,7 +11,6 @@ the run was).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 
 from fmnist_jax import data
 from fmnist_jax.exported import ExportedModel
+from fmnist_jax.writers import write_json
 
 
 def timings(fn, x: np.ndarray, calls: int) -> np.ndarray:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(
         f"batch 1: {result['batch1_latency_ms']['median']:.2f} ms median latency "
         f"(p90 {result['batch1_latency_ms']['p90']:.2f} ms); batch {args.batch}: "

@@ -28,8 +28,9 @@ from fmnist_jax.cmdline import UsageError
 from fmnist_jax.errors import CheckpointDamaged
 from fmnist_jax.writers import write_json
 
-# Config keys that say where results go, not what is computed: a resumed run may change them.
-MUTABLE_KEYS = ("checkpoint", "wandb")
+# Config keys that say where things are, not what is computed: a resumed run may change them. (`data` names
+# where the data is read from; what is read is checked by its digest.)
+MUTABLE_KEYS = ("checkpoint", "wandb", "data")
 # Config keys added after runs were saved without them, with the value that reproduces those runs.
 ADDED_KEYS = {"eval.tta_flip": False, "compile.cpu_conv": "ynnpack"}
 DIGESTS = "digests.json"  # in the checkpoints folder: {epoch: SHA-256 of that step's files}

@@ -210,8 +210,14 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
     workdir = Path(workdir)
     out = Path(out or workdir / "report")
     out.mkdir(parents=True, exist_ok=True)
-    summary = json.loads((workdir / "summary.json").read_text())
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    try:
+        summary = json.loads((workdir / "summary.json").read_text())
+        config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    except ValueError as e:
+        raise UsageError(
+            f"{workdir}: summary.json or config.json is not valid JSON ({e}); run the same "
+            "`fmnist-jax train` command in that workdir again to rewrite them"
+        ) from None
     record_path = workdir / "record.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     rows = read_jsonl(workdir / "metrics.jsonl")

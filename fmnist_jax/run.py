@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -72,8 +73,14 @@ class Experiment:
 
 
 def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None) -> Experiment:
-    """Validate the config (values, then budget), load and split data, compile the member steps."""
+    """Validate the config (values, then budget), load and split data, compile the member steps.
+
+    A relative `data.dir` is made absolute (in a copy), so the saved config works from any folder.
+    """
     validate.check(config)
+    if config.data.dir and not Path(config.data.dir).is_absolute():
+        config = config.copy_and_resolve_references()
+        config.data.dir = str(Path(config.data.dir).resolve())
     model = models.build(config)
     n_params = models.check_budget(model, config.max_params)
     ms = members_of(config)
@@ -379,9 +386,13 @@ def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter 
     state, start, epoch_seconds = _resume(exp, mngr, workdir)
     summary_path = workdir / "summary.json"
     if start == config.train.epochs and summary_path.exists():
-        mngr.close()
-        print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
-        return json.loads(summary_path.read_text())
+        try:
+            summary = json.loads(summary_path.read_text())
+            mngr.close()
+            print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
+            return summary
+        except ValueError:  # cut short by a kill (before writes were atomic): evaluate again below
+            print(f"{summary_path} is damaged; evaluating the final checkpoint again", file=sys.stderr)
     write_json(workdir / "config.json", config.to_dict(), default=list)
     record = run_record(config, exp.dataset) | ({"resumed_from_epoch": start} if start else {})
     write_json(workdir / "record.json", record, default=str)

@@ -20,21 +20,33 @@ from fmnist_jax.writers import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Trains the config in argv[1] into workdir argv[2]; with argv[3] = N, hangs (to be killed) right after
-# the epoch-N metrics are logged and before that epoch is checkpointed: the worst moment to die.
+# Trains the config in argv[1] into workdir argv[2]; with argv[3] = POINT:N, hangs (to be killed) at POINT:
+# "metrics": right after the epoch-N metrics are logged, before that epoch is checkpointed;
+# "saved": when Orbax has written epoch N's checkpoint but its digest is not recorded yet;
+# "summary": after the last checkpoint, before the summary is written.
 DRIVER = """
 import json, sys, time
 from pathlib import Path
 from fmnist_jax import checkpoints, run
 
+point, _, n = sys.argv[3].partition(":") if len(sys.argv) > 3 else ("", "", "0")
+
+def hang():
+    Path(sys.argv[2], "hanging").touch()
+    time.sleep(600)
+
 class Hang:
     def write(self, rows):
-        if len(sys.argv) > 3 and rows[0]["epoch"] == int(sys.argv[3]):
-            Path(sys.argv[2], "hanging").touch()
-            time.sleep(600)
+        if point == "metrics" and rows[0]["epoch"] == int(n):
+            hang()
     def close(self):
         pass
 
+digest = checkpoints._digest
+if point == "saved":
+    checkpoints._digest = lambda mngr, epoch: hang() if epoch == int(n) else digest(mngr, epoch)
+if point == "summary":
+    run.summarize = lambda *args: hang()
 config = checkpoints.config_from_dict(json.loads(Path(sys.argv[1]).read_text()))
 run.train_and_evaluate(config, sys.argv[2], progress=False, writer=Hang())
 """
@@ -47,7 +59,7 @@ def reference(tmp_path_factory, tiny_data_dir):
     return config, workdir, run.train_and_evaluate(config, workdir, progress=False)
 
 
-def _drive(tmp_path: Path, config, workdir: Path, hang_epoch: int | None = None) -> subprocess.Popen:
+def _drive(tmp_path: Path, config, workdir: Path, hang: str | None = None) -> subprocess.Popen:
     (tmp_path / "driver.py").write_text(DRIVER)
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     args = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "config.json"), str(workdir)]
@@ -57,29 +69,34 @@ def _drive(tmp_path: Path, config, workdir: Path, hang_epoch: int | None = None)
         JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     )  # the resumed process reuses the first's compiles
-    return subprocess.Popen(args + ([str(hang_epoch)] if hang_epoch else []), env=env, cwd=ROOT)
+    return subprocess.Popen(args + ([hang] if hang else []), env=env, cwd=ROOT)
 
 
-def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path):
+@pytest.mark.parametrize(
+    "hang,steps,resumed_from",
+    [("metrics:2", [1], 1), ("saved:2", [1, 2], 2), ("summary", [2, 3], 3)],
+    ids=["before-checkpoint", "before-digest", "before-summary"],
+)
+def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path, hang, steps, resumed_from):
     config, ref_dir, ref_summary = reference
     workdir = tmp_path / "killed"
-    proc = _drive(tmp_path, config, workdir, hang_epoch=2)
+    proc = _drive(tmp_path, config, workdir, hang)
     deadline = time.time() + 300
-    while not ((workdir / "hanging").exists() and (workdir / "checkpoints" / "1").is_dir()):
+    while not (workdir / "hanging").exists():
         assert proc.poll() is None and time.time() < deadline, "driver ended or stalled before the kill point"
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert checkpoints.manager(workdir, create=False).all_steps() == [1]
-    assert max(r["epoch"] for r in read_jsonl(workdir / "metrics.jsonl")) == 2  # logged, never checkpointed
+    assert checkpoints.manager(workdir, create=False).all_steps() == steps
+    assert not (workdir / "summary.json").exists()
 
     assert _drive(tmp_path, config, workdir).wait(timeout=300) == 0
     resumed = json.loads((workdir / "summary.json").read_text())
-    assert json.loads((workdir / "record.json").read_text())["resumed_from_epoch"] == 1
+    assert json.loads((workdir / "record.json").read_text())["resumed_from_epoch"] == resumed_from
     for key in ("val_accuracy", "test_accuracy"):
         chex.assert_trees_all_close(resumed[key], ref_summary[key])
     chex.assert_trees_all_close(resumed["members"], ref_summary["members"], rtol=1e-6)
-    # epoch 2 was logged twice (before the kill, after the resume): only one copy is kept
+    # an epoch logged before the kill and again after the resume is kept once
     ref_rows, rows = read_jsonl(ref_dir / "metrics.jsonl"), read_jsonl(workdir / "metrics.jsonl")
     assert [(r["member"], r["epoch"]) for r in rows] == [(r["member"], r["epoch"]) for r in ref_rows]
     chex.assert_trees_all_close(rows, ref_rows, rtol=1e-6)

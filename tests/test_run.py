@@ -116,3 +116,15 @@ def test_divergence_stops_before_anything_non_finite_is_written(tiny_config, tmp
     assert cli.main([*args, "--noprogress"]) == 1
     err = capsys.readouterr().err.strip()
     assert "training diverged in epoch 1" in err and len(err.splitlines()) == 1
+
+
+def test_relative_data_dir_is_saved_absolute_and_a_damaged_summary_is_rewritten(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(tiny_config.data.dir).parent)
+    tiny_config.data.dir = Path(tiny_config.data.dir).name
+    tiny_config.train.epochs = 1
+    first = run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())["data"]["dir"]
+    assert Path(saved).is_absolute() and Path(saved) == Path(tiny_config.data.dir).resolve()
+    (tmp_path / "summary.json").write_text('{"name": "tiny", "memb')  # what a kill mid-write used to leave
+    assert run.train_and_evaluate(tiny_config, tmp_path, progress=False)["members"] == first["members"]
+    json.loads((tmp_path / "summary.json").read_text())
