@@ -185,11 +185,14 @@ async def _multipart_files(request: Request, body: bytes, max_files: int) -> lis
         return {"type": "http.request", "body": body, "more_body": False}
 
     form = await Request(request.scope, replay).form(max_files=max_files, max_fields=max_files)
-    files = [
-        (f.filename or f"file {i}", await f.read())
-        for i, (_, f) in enumerate(form.multi_items())
-        if isinstance(f, UploadFile)
-    ]
+    try:
+        files = [
+            (f.filename or f"file {i}", await f.read())
+            for i, (_, f) in enumerate(form.multi_items())
+            if isinstance(f, UploadFile)
+        ]
+    finally:
+        await form.close()  # the uploads' spooled temporary files
     if not files:
         raise images.ImageError("multipart form holds no file; send the image as a file field, e.g. -F file=@shirt.png")
     return files

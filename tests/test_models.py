@@ -1,6 +1,7 @@
 """The CNN family and the parameter budget."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -50,3 +51,15 @@ def test_mismatched_stages_are_refused():
     c.model.depths = (2, 2)
     with pytest.raises(ValueError, match="one entry per stage"):
         models.build(c)
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28, 4), (2, 7, 9, 3)])
+def test_max_pool_2x2_matches_flax_values_and_gradient(shape):
+    x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties, so one gradient is right
+
+    def ref(x):
+        return nn.max_pool(x, (2, 2), (2, 2))
+
+    chex.assert_trees_all_equal(models.max_pool_2x2(x), ref(x))
+    g = jax.random.normal(jax.random.key(1), ref(x).shape)
+    chex.assert_trees_all_equal(jax.vjp(models.max_pool_2x2, x)[1](g), jax.vjp(ref, x)[1](g))

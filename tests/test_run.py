@@ -85,6 +85,7 @@ def test_one_training_per_workdir_and_a_killed_holder_never_blocks(tiny_config, 
     finally:
         holder.kill()  # SIGKILL: the lock file stays, the OS drops the lock
         holder.wait()
+        holder.stdout.close()
     assert (work / ".lock").exists()
     assert run.train_and_evaluate(tiny_config, work, progress=False)["test_accuracy"]["mean"] > 0
 

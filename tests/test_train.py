@@ -1,11 +1,18 @@
 """Pure train/eval steps for one model."""
 
+import pathlib
+import tempfile
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
+from conftest import write_idx_dir
+
+from configs import default
 from fmnist_jax import data, models, train
 
 
@@ -17,6 +24,14 @@ def _setup(cfg):
 
 
 class TestSteps(chex.TestCase):
+    def setUp(self):
+        super().setUp()
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.cfg = default.get_config()
+        self.cfg.data.dir = str(write_idx_dir(pathlib.Path(tmp.name)))
+        self.cfg.model.widths, self.cfg.model.depths = (4, 8), (1, 1)
+
     @chex.variants(with_jit=True, without_jit=True)
     def test_train_step_updates_and_reports(self):
         cfg = self.cfg
@@ -39,17 +54,6 @@ class TestSteps(chex.TestCase):
         m12, _ = step(state, images, labels, jnp.arange(12), jnp.ones(12, bool))
         chex.assert_shape(logits, (20, 10))
         chex.assert_trees_all_close(m, m12, rtol=1e-5)
-
-    def setUp(self):
-        super().setUp()
-        from configs import default
-        from conftest import write_idx_dir
-        import tempfile
-        import pathlib
-
-        self.cfg = default.get_config()
-        self.cfg.data.dir = str(write_idx_dir(pathlib.Path(tempfile.mkdtemp())))
-        self.cfg.model.widths, self.cfg.model.depths = (4, 8), (1, 1)
 
 
 def test_loss_matches_optax_cross_entropy(tiny_config):
@@ -88,15 +92,25 @@ def test_normalize_maps_to_minus_one_one(tiny_config):
     np.testing.assert_allclose(np.asarray(train.normalize(x, tiny_config)).ravel(), [-1.0, 1.0])
 
 
-def test_schedules_and_optimizers(tiny_config):
-    for schedule in ("constant", "cosine", "onecycle"):
-        tiny_config.optim.schedule = schedule
+def test_schedules_follow_their_formulas(tiny_config):
+    """3 epochs x 10 steps, peak 1e-2: constant; 1 warmup epoch then cosine to 0; one-cycle (optax's)."""
+    tiny_config.optim.lr, tiny_config.train.epochs, tiny_config.optim.warmup_epochs = 1e-2, 3, 1.0
+    expected = {
+        "constant": lambda t: 1e-2,
+        "cosine": lambda t: 1e-2 * t / 10 if t < 10 else 1e-2 * 0.5 * (1 + np.cos(np.pi * (t - 10) / 20)),
+    }
+    for name, f in expected.items():
+        tiny_config.optim.schedule = name
         lr = train.schedule(tiny_config, steps_per_epoch=10)
-        assert float(lr(0)) >= 0 and float(lr(29)) <= tiny_config.optim.lr + 1e-9
+        np.testing.assert_allclose([float(lr(t)) for t in range(31)], [f(t) for t in range(31)], rtol=1e-5, atol=1e-9)
+    tiny_config.optim.schedule = "onecycle"
+    lr = train.schedule(tiny_config, steps_per_epoch=10)
+    values = [float(lr(t)) for t in range(31)]
+    assert int(np.argmax(values)) == 9 and values[9] == pytest.approx(1e-2)  # the peak at 30% of the 30 steps
+    assert values[0] < 1e-3 and values[30] < 1e-6
+
+
+def test_unknown_optimizer_is_refused(tiny_config):
     tiny_config.optim.name = "sgdx"
-    try:
+    with pytest.raises(ValueError, match="sgdx"):
         train.optimizer(tiny_config, 10)
-    except ValueError as e:
-        assert "sgdx" in str(e)
-    else:
-        raise AssertionError("unknown optimizer accepted")
