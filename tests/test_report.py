@@ -64,7 +64,16 @@ def test_model_table_adds_up(batch_norm, residual):
     rows = report.model_table(model)
     layers, total = rows[:-1], rows[-1]
     assert [r["layer"] for r in layers] == ["ConvBlock_0", "ConvBlock_1", "ConvBlock_2", "Dense_0", "(pooling)"]
-    assert total["params"] == models.count_params(model) == sum(r["params"] for r in layers)
+    # hand counts: 3x3 conv weights (+ bias without BN, + BN scale and offset with it), dense 16x10 + 10
+    hand = [
+        9 * 1 * 8 + 8 * (2 if batch_norm else 1),
+        9 * 8 * 8 + 8 * (2 if batch_norm else 1),
+        9 * 8 * 16 + 16 * (2 if batch_norm else 1),
+        16 * 10 + 10,
+        0,
+    ]
+    assert [r["params"] for r in layers] == hand
+    assert total["params"] == models.count_params(model) == sum(hand)
     assert total["flops"] == models.flops_per_image(model)
     assert [r["output"] for r in layers[:4]] == [(28, 28, 8), (14, 14, 8), (7, 7, 16), (10,)]
     assert layers[1]["op"].endswith("+ skip") == residual and ("BN" in layers[0]["op"]) == batch_norm
