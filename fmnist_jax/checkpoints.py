@@ -100,7 +100,8 @@ def verify(mngr: ocp.CheckpointManager, epoch: int) -> None:
 
 
 def restore_latest_intact(mngr: ocp.CheckpointManager, restore_fn: Callable[[int], Any]) -> tuple[int, Any]:
-    """(epoch, restore_fn(epoch)) for the newest checkpoint that verifies and restores.
+    """(epoch, restore_fn(epoch)) for the newest checkpoint that verifies and restores (`restore_fn` reads it
+    through `read_meta`/`restore`, which check its digest).
 
     Damaged newer ones are reported and, once an older one has restored, deleted: training redoes those
     epochs. With none intact nothing is deleted. CheckpointMismatch (another run's checkpoint) passes through.
@@ -108,8 +109,7 @@ def restore_latest_intact(mngr: ocp.CheckpointManager, restore_fn: Callable[[int
     damaged = []
     for epoch in sorted(mngr.all_steps(), reverse=True):
         try:
-            verify(mngr, epoch)
-            restored = restore_fn(epoch)
+            restored = restore_fn(epoch)  # read_meta/restore verify the digest (`_step`)
         except (CheckpointDamaged, ValueError, OSError, KeyError) as e:  # Orbax's errors on cut or flipped files
             print(f"{mngr.directory}: skipping the checkpoint of epoch {epoch}: {e}", file=sys.stderr)
             damaged.append(epoch)
