@@ -2,13 +2,14 @@
 
 `grid.fit_width=True` (the default) fits each depth's widths to the parameter budget
 (`models.fit_width`), so depths are compared at equal parameter counts (~97-99k);
-`depth.py:fixed` gives every depth the same widths, those that fit the deepest net
+`depth.py:fixed` (or `:fixed,smoke`) gives every depth the same widths, those that fit the deepest net
 within budget, so deeper also means more parameters.
 """
 
 import ml_collections
 
 from configs import default
+from fmnist_jax import config_lib
 from fmnist_jax import models
 
 BASELINE = "d221"
@@ -16,11 +17,10 @@ DEPTHS = ((1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 3, 2), (3, 3, 3))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg not in (None, "fixed"):
-        raise ValueError(f"unknown argument {arg!r} for depth.py; known: fixed")
-    c = default.get_config()
+    a = config_lib.parse_arg(arg, smoke=False, fixed=False)
+    c = default.get_config("smoke" if a.smoke else None)
     c.name = "depth"
-    c.grid = ml_collections.ConfigDict(dict(fit_width=arg != "fixed"))
+    c.grid = ml_collections.ConfigDict(dict(fit_width=not a.fixed))
     return c
 
 

@@ -10,15 +10,17 @@ test accuracy is in the table but chooses nothing.
 import ml_collections
 
 from configs import best
+from fmnist_jax import config_lib
 
 BASELINE = "long"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = best.get_config("smoke" if arg == "smoke" else None)
+    a = config_lib.parse_arg(arg, smoke=False)
+    c = best.get_config(arg)
     c.name = "long_budget"
     c.seeds = (0,)
-    if arg != "smoke":
+    if not a.smoke:
         c.train.epochs = 100
     return c
 

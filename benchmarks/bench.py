@@ -1,9 +1,9 @@
 """The timed variants behind `benchmarks/speed.py` (imported only after XLA's flags are set).
 
 A variant is a `step()` that trains on `images` images and blocks until done. JAX
-variants use the project's own path: `run.setup` builds the K-member experiment and
+variants use the project's own path: `train.setup` builds the K-member experiment and
 its `train_step` (members over `members.over_members`); the single model is
-`jax.jit(train.make_train_step(config))`, the step that path wraps.
+`jax.jit(steps.make_train_step(config))`, the step that path wraps.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fmnist_jax import backend, data, members, models, run, train
+from fmnist_jax import backend, data, members, models, steps, train
 from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
 from fmnist_jax.writers import write_json
 
@@ -112,33 +112,33 @@ class JaxBench:
         cfg.members.strategy = args.strategy
         cfg.data.verify = False
         self.config, self.k, self.b = cfg, args.members, args.batch_size
-        self.exp = run.setup(cfg, dataset)
-        order = run.epoch_order(self.exp, 0)[: max(8, args.steps + 1)]  # [steps, K, B]
+        self.exp = train.setup(cfg, dataset)
+        order = train.epoch_order(self.exp, 0)[: max(8, args.steps + 1)]  # [steps, K, B]
         self.batches = [members.place(jnp.asarray(o), self.exp.mesh, stacked=False) for o in order]
         self.single_batches = [jax.device_put(o[0]) for o in order]
         self.arrays = (self.exp.arrays["train_images"], self.exp.arrays["train_labels"])
         self.options = backend.compiler_options(cfg.compile.cpu_conv)
-        self.single_step = jax.jit(train.make_train_step(cfg), donate_argnums=(0,), compiler_options=self.options)
+        self.single_step = jax.jit(steps.make_train_step(cfg), donate_argnums=(0,), compiler_options=self.options)
 
-    def _states(self) -> list[train.TrainState]:
-        stacked = jax.device_get(run.init_state(self.exp))
+    def _states(self) -> list[steps.TrainState]:
+        stacked = jax.device_get(train.init_state(self.exp))
         return [jax.device_put(members.unstack(stacked, i)) for i in range(self.k)]
 
-    def _compiled_single(self, state: train.TrainState, options: dict[str, str | bool] | None = None) -> Callable:
+    def _compiled_single(self, state: steps.TrainState, options: dict[str, str | bool] | None = None) -> Callable:
         """The single-model step lowered and compiled now (so module patches apply), with the product's
         XLA options, or with `options` instead."""
         return (
-            jax.jit(train.make_train_step(self.config), donate_argnums=(0,))
+            jax.jit(steps.make_train_step(self.config), donate_argnums=(0,))
             .lower(state, *self.arrays, self.single_batches[0])
             .compile(self.options if options is None else options)
         )
 
     def single(self) -> Variant:
         state = self._states()[0]
-        flops = _step_flops(train.make_train_step(self.config), state, *self.arrays, self.single_batches[0])
+        flops = _step_flops(steps.make_train_step(self.config), state, *self.arrays, self.single_batches[0])
         return _stepping(
             "single",
-            "JAX, one model: jit(train.make_train_step)",
+            "JAX, one model: jit(steps.make_train_step)",
             self.b,
             self.single_step,
             state,
@@ -208,20 +208,20 @@ class JaxBench:
         )
 
     def _members(self, name: str, what: str, train_step: Callable) -> Variant:
-        return _stepping(name, what, self.k * self.b, train_step, run.init_state(self.exp), self.arrays, self.batches)
+        return _stepping(name, what, self.k * self.b, train_step, train.init_state(self.exp), self.arrays, self.batches)
 
     def together(self) -> Variant:
         strategy = members.resolve_strategy(self.config.members.strategy)
         return self._members(
             "together",
-            f"JAX, {self.k} members in one program: run.setup's train_step "
+            f"JAX, {self.k} members in one program: train.setup's train_step "
             f"(strategy {strategy}, {self.exp.mesh.size} device(s))",
             self.exp.train_step,
         )
 
     def vmap(self) -> Variant:
         step = members.over_members(
-            train.make_train_step(self.config),
+            steps.make_train_step(self.config),
             (0, None, None, 0),
             self.exp.mesh,
             "vmap",
@@ -238,7 +238,7 @@ class JaxBench:
         arrays = jax.device_put(self.arrays, rep)
         batches = [jax.device_put(b, split) for b in self.single_batches]
         step_fn = jax.jit(
-            train.make_train_step(self.config),
+            steps.make_train_step(self.config),
             donate_argnums=(0,),
             out_shardings=(rep, rep),
             compiler_options=self.options,
@@ -359,7 +359,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     single_flops = next((v.train_flops_per_image for v in variants if v.name == "single"), None)
     if single_flops is None:
         single_flops = (
-            _step_flops(train.make_train_step(jb.config), jb._states()[0], *jb.arrays, jb.single_batches[0]) / jb.b
+            _step_flops(steps.make_train_step(jb.config), jb._states()[0], *jb.arrays, jb.single_batches[0]) / jb.b
         )
     for v in variants:
         if not v.name.startswith("torch") and v.train_flops_per_image is None:

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from fmnist_jax import data
-from fmnist_jax.exported import ExportedModel
+from fmnist_jax.artifact import ExportedModel
 from fmnist_jax.writers import write_json
 
 

@@ -32,16 +32,16 @@ def main(argv: list[str]) -> int:
     import jax.numpy as jnp
 
     from configs import default
-    from fmnist_jax import backend, data, members, run, train
+    from fmnist_jax import backend, data, members, steps, train
 
     cfg = default.get_config()
     cfg.cv.folds, cfg.data.verify = (0,), False
-    exp = run.setup(cfg, data.load(verify=False))
-    state = members.unstack(run.init_state(exp), 0)
+    exp = train.setup(cfg, data.load(verify=False))
+    state = members.unstack(train.init_state(exp), 0)
     arrays = exp.arrays["train_images"], exp.arrays["train_labels"]
-    batches = [jnp.asarray(o[0]) for o in run.epoch_order(exp, 0)[: args.steps + 3]]
+    batches = [jnp.asarray(o[0]) for o in train.epoch_order(exp, 0)[: args.steps + 3]]
     jitted = jax.jit(
-        train.make_train_step(cfg), donate_argnums=(0,), compiler_options=backend.compiler_options(cfg.compile.cpu_conv)
+        steps.make_train_step(cfg), donate_argnums=(0,), compiler_options=backend.compiler_options(cfg.compile.cpu_conv)
     )
     hlo = jitted.lower(state, *arrays, batches[0]).compile().as_text() or ""
     for b in batches[:3]:

@@ -1,19 +1,23 @@
 """Default: the reference CNN (98k params), 5-fold CV x 1 seed, hflip, Adam + cosine.
 
-`--config configs/default.py:smoke` is a tiny real-data run (2 folds, 150 steps) for CI.
+`--config configs/default.py:smoke` is a tiny real-data run (2 folds, 150 steps) for CI; every
+config and ablation file takes `:smoke` the same way (`config_lib.parse_arg`).
 """
 
 import ml_collections
 
+from fmnist_jax import config_lib
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = config_lib.parse_arg(arg, smoke=False)
     c = ml_collections.ConfigDict()
     c.name = "default"
     c.seeds = (0,)
     c.data = ml_collections.ConfigDict(dict(dir="", source="idx", verify=True))
     c.cv = ml_collections.ConfigDict(dict(k=5, folds=(0, 1, 2, 3, 4), split_seed=0))
     c.model = ml_collections.ConfigDict(dict(widths=(32, 64, 56), depths=(2, 2, 1), batch_norm=True, residual=False))
-    c.max_params = 100_000
+    c.max_params = 100_000  # the project's budget; every model and grid point is checked against it
     c.augment = "flip_lr"
     c.normalize = ml_collections.ConfigDict(dict(mean=0.5, std=0.5))
     c.train = ml_collections.ConfigDict(dict(epochs=3, batch_size=128, steps_per_epoch=0, label_smoothing=0.0))
@@ -26,11 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Where results go, not what is computed: these may change when a run is resumed.
     c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, max_to_keep=2))
     c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="fmnist_jax", entity="", group="", job_type=""))
-    if arg == "smoke":
+    if a.smoke:
         c.name = "smoke"
         c.cv.folds = (0, 1)
         c.train.epochs = 1
         c.train.steps_per_epoch = 150
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; known: smoke")
     return c

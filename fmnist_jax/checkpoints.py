@@ -10,7 +10,6 @@ neither the dataset nor a training run, and the target carries the sharding to r
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import sys
@@ -23,25 +22,11 @@ import ml_collections
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fmnist_jax import members, models, train
-from fmnist_jax.cmdline import UsageError
-from fmnist_jax.errors import CheckpointDamaged
+from fmnist_jax import config_lib, members, models, steps
+from fmnist_jax.errors import CheckpointDamaged, CheckpointMismatch, NoCheckpoint
 from fmnist_jax.writers import write_json
 
-# Config keys that say where things are, not what is computed: a resumed run may change them. (`data` names
-# where the data is read from; what is read is checked by its digest.)
-MUTABLE_KEYS = ("checkpoint", "wandb", "data")
-# Config keys added after runs were saved without them, with the value that reproduces those runs.
-ADDED_KEYS = {"eval.tta_flip": False, "compile.cpu_conv": "ynnpack"}
 DIGESTS = "digests.json"  # in the checkpoints folder: {epoch: SHA-256 of that step's files}
-
-
-class CheckpointMismatch(UsageError):
-    """The workdir's checkpoint was made by a different config or data; printed as a one-line error."""
-
-
-class NoCheckpoint(UsageError, FileNotFoundError):
-    """No (such) checkpoint: a one-line CLI error, and a FileNotFoundError to callers that can do without."""
 
 
 def directory(workdir: str | Path) -> Path:
@@ -57,7 +42,7 @@ def manager(workdir: str | Path, max_to_keep: int | None = None, create: bool = 
     return ocp.CheckpointManager(path, options=options, item_names=("state", "meta"))
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, state: train.TrainState, meta: dict[str, Any]) -> None:
+def save(mngr: ocp.CheckpointManager, epoch: int, state: steps.TrainState, meta: dict[str, Any]) -> None:
     """Save after `epoch` finished epochs, wait for it, and record the SHA-256 of its files in `digests.json`.
 
     Waiting costs little at this size and is what lets the digest describe the finished files; a restore
@@ -128,78 +113,59 @@ def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> tuple[in
 
 def abstract_state(
     config: ml_collections.ConfigDict, steps_per_epoch: int, n_members: int, mesh: Mesh
-) -> train.TrainState:
+) -> steps.TrainState:
     """Shapes, dtypes and member-axis sharding of the stacked TrainState, computed without running anything.
 
     `apply_fn` and `tx` are static fields, so the restored state is ready to evaluate or train.
     """
-    model, tx = models.build(config), train.optimizer(config, steps_per_epoch)
+    model, tx = models.build(config), steps.optimizer(config, steps_per_epoch)
     keys = jax.random.split(jax.random.key(0), n_members)
-    shapes = jax.eval_shape(jax.vmap(lambda k: train.create_state(model, tx, k, k)), keys)
+    shapes = jax.eval_shape(jax.vmap(lambda k: steps.create_state(model, tx, k, k)), keys)
     sharding = NamedSharding(mesh, P(members.AXIS))
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def restore(mngr: ocp.CheckpointManager, target: train.TrainState, epoch: int | None = None) -> train.TrainState:
+def restore(mngr: ocp.CheckpointManager, target: steps.TrainState, epoch: int | None = None) -> steps.TrainState:
     """The stacked state of the latest checkpoint (or of `epoch`) restored into `target`'s structure."""
     return mngr.restore(_step(mngr, epoch), args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
 
 
+def restore_variables(
+    mngr: ocp.CheckpointManager, model: models.CNN, n_members: int, mesh: Mesh, epoch: int
+) -> dict[str, Any]:
+    """Only the stacked `{'params', 'batch_stats'}` of a checkpoint: what inference needs.
+
+    A partial restore into shapes from `jax.eval_shape` of the model's init, so neither an optimiser
+    nor a train step is built and the optimiser state is never read.
+    """
+    keys = jax.random.split(jax.random.key(0), n_members)
+    shapes = jax.eval_shape(jax.vmap(lambda k: models.init_variables(model, k)), keys)
+    sharding = NamedSharding(mesh, P(members.AXIS))
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), dict(shapes))
+    args = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
+    )
+    return mngr.restore(_step(mngr, epoch), args=ocp.args.Composite(state=args)).state
+
+
 def _step(mngr: ocp.CheckpointManager, epoch: int | None) -> int:
     """The latest step, or `epoch`, verified against its digest."""
-    steps = mngr.all_steps()
-    if not steps:
+    saved = mngr.all_steps()
+    if not saved:
         raise NoCheckpoint(f"no checkpoint in {mngr.directory}")
     if epoch is None:
-        epoch = max(steps)
-    elif epoch not in steps:
-        raise NoCheckpoint(f"no checkpoint for epoch {epoch} in {mngr.directory}; available: {sorted(steps)}")
+        epoch = max(saved)
+    elif epoch not in saved:
+        raise NoCheckpoint(f"no checkpoint for epoch {epoch} in {mngr.directory}; available: {sorted(saved)}")
     verify(mngr, epoch)
     return epoch
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; sequences become lists, as they are in JSON."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, (tuple, list)) else v
-    return out
-
-
-def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config (nested dict) with every `ADDED_KEYS` entry it predates filled in; the input is not changed."""
-    out = copy.deepcopy(saved)
-    for dotted, value in ADDED_KEYS.items():
-        *parents, leaf = dotted.split(".")
-        node = out
-        for key in parents:
-            node = node.setdefault(key, {})
-        node.setdefault(leaf, value)
-    return out
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'key: saved -> current' for every config key that differs, ignoring `MUTABLE_KEYS`.
-
-    A key the saved config predates counts as its `ADDED_KEYS` value, so older runs still resume.
-    """
-    a, b = flatten(with_added_keys(saved)), flatten(current)
-    keys = sorted(
-        k
-        for k in a.keys() | b.keys()
-        if k.split(".", 1)[0] not in MUTABLE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")
-    )
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 
 
 def check_compatible(
     meta: dict[str, Any], config: ml_collections.ConfigDict, data_digest: str, workdir: str | Path
 ) -> None:
     """Refuse to resume a checkpoint made by another config or other data (raises CheckpointMismatch)."""
-    diffs = config_differences(meta["config"], config.to_dict())
+    diffs = config_lib.differences(meta["config"], config.to_dict())
     if meta["data_digest"] != data_digest:
         diffs.append(f"data digest: {meta['data_digest']} -> {data_digest}")
     if diffs:
@@ -207,14 +173,3 @@ def check_compatible(
             f"{workdir} holds a checkpoint of a different run ({'; '.join(diffs)}); "
             "use another --workdir, or delete that one to start over"
         )
-
-
-def config_from_dict(config: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A config saved as JSON, with lists turned back into the tuples configs use and keys it predates added."""
-
-    def tuples(x):
-        if isinstance(x, dict):
-            return {k: tuples(v) for k, v in x.items()}
-        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
-
-    return ml_collections.ConfigDict(tuples(with_added_keys(config)))

@@ -1,9 +1,9 @@
-"""`fmnist-jax COMMAND [flags]`: a thin dispatcher (flax-examples style) over the command modules.
+"""`fmnist-jax COMMAND [flags]`: a thin dispatcher (flax-examples style) over `fmnist_jax.commands`.
 
-Each command lives in the module that does its job and exposes `main(argv) -> int`;
-imports are lazy so `--help` and argument errors are instant. Bad input (unknown config
-key, wrong type, a model over budget, missing or corrupt data) ends with one clear
-message and exit code 2, never a traceback; a diverged training stops with one line and exit code 1.
+Each command is one module of `fmnist_jax.commands` with `main(argv) -> int`, imported only when
+it is run, so `fmnist-jax --help` loads no JAX. Bad input (unknown config key, wrong type, a model
+over budget, missing or corrupt data or checkpoint) ends with one clear message and exit code 2,
+never a traceback; a diverged training stops with one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-from fmnist_jax.cmdline import UsageError
-from fmnist_jax.errors import BudgetError, CheckpointDamaged, ConfigError, DataError, Diverged, WorkdirBusy
+from fmnist_jax import errors
+from fmnist_jax.commands.parsing import UsageError
 
 COMMANDS = {
-    "train": ("fmnist_jax.train_cli", "train k folds x seeds of a config together"),
-    "evaluate": ("fmnist_jax.evaluate", "restore a run's checkpoint and report test metrics"),
-    "ablate": ("fmnist_jax.ablate", "run a grid of configs (ablations/*.py) and compare"),
-    "predict": ("fmnist_jax.predict", "classify image files with a trained run"),
-    "export": ("fmnist_jax.export", "export a trained model as a self-contained artifact"),
-    "serve": ("fmnist_jax.serve", "HTTP inference service over an exported model"),
-    "report": ("fmnist_jax.report", "figures and a Markdown report for a run or an ablation"),
+    "train": ("fmnist_jax.commands.train", "train k folds x seeds of a config together"),
+    "evaluate": ("fmnist_jax.commands.evaluate", "restore a run's checkpoint and report test metrics"),
+    "ablate": ("fmnist_jax.commands.ablate", "run a grid of configs (ablations/*.py) and compare"),
+    "predict": ("fmnist_jax.commands.predict", "classify image files with a trained run"),
+    "export": ("fmnist_jax.commands.export", "export a trained model as a self-contained artifact"),
+    "serve": ("fmnist_jax.commands.serve", "HTTP inference service over an exported model"),
+    "report": ("fmnist_jax.commands.report", "figures and a Markdown report for a run or an ablation"),
 }
 
 
@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[argv[0]][0])
         return module.main(argv[1:])
-    except (UsageError, DataError, BudgetError, ConfigError, WorkdirBusy, CheckpointDamaged) as e:
+    except (UsageError, errors.Error) as e:
         print(f"fmnist-jax {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     except (FileExistsError, NotADirectoryError) as e:  # --workdir/--out naming a file
         print(f"fmnist-jax {argv[0]}: error: {e.filename} exists and is not a folder", file=sys.stderr)
         return 2
-    except Diverged as e:
+    except errors.Diverged as e:
         print(f"fmnist-jax {argv[0]}: {e}", file=sys.stderr)
         return 1
 

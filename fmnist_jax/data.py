@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import hashlib
 import os
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,17 @@ def _dataset(arrays: dict[str, np.ndarray], md5: dict[str, str], source: str, ve
         md5=md5,
         source=source,
     )
+
+
+def for_config(config: Any, digest: str | None = None) -> Dataset:
+    """The dataset a config's `data` block names (the one way runs, evaluation and export load it).
+
+    With `digest` (a trained run's), other data is refused: a run is only evaluated on what it was trained on.
+    """
+    dataset = load(config.data.dir or None, config.data.source, config.data.verify)
+    if digest is not None and dataset.digest != digest:
+        raise DataError(f"the data ({dataset.digest}) is not what this run was trained on ({digest})")
+    return dataset
 
 
 def load(data_dir: str | None = None, source: str = "idx", verify: bool = True) -> Dataset:

@@ -38,11 +38,17 @@ SIZE = 28
 INVERT_CHOICES = ("auto", "yes", "no")
 Invert = Literal["auto", "yes", "no"]
 _BORDER = 2
+_LIGHT = 127.5  # a border mean above mid-grey means a light background: `auto` inverts
 _TRIM_THRESHOLD = 16  # grey levels from the background that still count as background
 _GZIP, _NPY, _IDX_U8 = b"\x1f\x8b", b"\x93NUMPY", b"\x00\x00\x08"
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own check backs ours up where a format decodes more (GIF frames)
+# What this module does to a file, in one line: recorded in every exported model's manifest.
+RULES = (
+    f"fmnist_jax.images: greyscale; invert {'|'.join(INVERT_CHOICES)} (auto: border mean > {_LIGHT}); "
+    f"non-{SIZE}x{SIZE} images: trim dark border, longest edge to {SIZE} (Lanczos), centre on black"
+)
 
 
 class ImageError(ValueError):
@@ -75,7 +81,7 @@ def should_invert(image: np.ndarray, invert: Invert) -> bool:
     """The inversion policy for one greyscale uint8 image (see module docstring)."""
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")
-    return invert == "yes" or (invert == "auto" and _border_mean(image) > 127.5)
+    return invert == "yes" or (invert == "auto" and _border_mean(image) > _LIGHT)
 
 
 def fit(image: np.ndarray) -> np.ndarray:

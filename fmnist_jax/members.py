@@ -15,16 +15,56 @@ for 4 members, results/bench/cpu_2dev_k4.md).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fmnist_jax.metrics import Metrics
+
 AXIS = "members"
 STRATEGIES = ("auto", "unroll", "vmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One model of a run: a fold of the k-fold split and a seed."""
+
+    fold: int
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        return f"fold{self.fold}_seed{self.seed}"
+
+
+def members_of(config: ml_collections.ConfigDict) -> list[Member]:
+    """Every (fold, seed) pair of the config, seed-major: the order of the stacked member axis."""
+    folds, seeds = tuple(config.cv.folds), tuple(config.seeds)
+    if not folds or not seeds or len(set(folds)) != len(folds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"cv.folds {folds} and seeds {seeds} must be non-empty and without repeats")
+    return [Member(f, s) for s in seeds for f in folds]
+
+
+def index(ms: Sequence[Member], fold: int, seed: int) -> int:
+    """Position of member (fold, seed) on the stacked axis; ValueError naming the run's members if absent."""
+    for i, m in enumerate(ms):
+        if (m.fold, m.seed) == (fold, seed):
+            return i
+    raise ValueError(
+        f"no member fold={fold} seed={seed} in this run; members (fold, seed): {[(m.fold, m.seed) for m in ms]}"
+    )
+
+
+def keys(m: Member) -> tuple[jax.Array, jax.Array]:
+    """(init, augmentation) keys: init depends on the seed only, augmentation on seed and fold."""
+    base = jax.random.key(m.seed)
+    return jax.random.fold_in(base, 0), jax.random.fold_in(jax.random.fold_in(base, 1), m.fold)
 
 
 def resolve_strategy(strategy: str) -> str:
@@ -82,3 +122,34 @@ def place(tree: Any, mesh: Mesh, stacked: bool) -> Any:
 def unstack(tree: Any, i: int) -> Any:
     """Member i of a stacked pytree."""
     return jax.tree.map(lambda x: x[i], tree)
+
+
+def evaluate(
+    eval_step: Callable,
+    variables: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    idx_list: Sequence[np.ndarray],
+    batch_size: int,
+    mesh: Mesh,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-member metrics of `eval_step` (over `over_members`) on each member's own indices, and logits [M, N, 10].
+
+    Index lists of unequal length are padded to whole batches and masked out of the metrics; N is the
+    longest list's length. Training (validation folds) and restored runs (test) evaluate through here.
+    """
+    n_max = -(-max(map(len, idx_list)) // batch_size) * batch_size
+    idx = np.zeros((len(idx_list), n_max), np.int32)
+    mask = np.zeros((len(idx_list), n_max), bool)
+    for i, ix in enumerate(idx_list):
+        idx[i, : len(ix)], mask[i, : len(ix)] = ix, True
+    total: Metrics | None = None
+    logits = []
+    for s in range(0, n_max, batch_size):
+        m, lg = eval_step(
+            variables, images, labels, *place((idx[:, s : s + batch_size], mask[:, s : s + batch_size]), mesh, True)
+        )
+        total = m if total is None else total.merge(m)
+        logits.append(lg)
+    assert total is not None  # every index list has at least one batch
+    return total.compute(), np.concatenate([np.asarray(x) for x in logits], axis=1)[:, : max(map(len, idx_list))]

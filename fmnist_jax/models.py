@@ -1,4 +1,4 @@
-"""The CNN family (width x depth x BatchNorm x residual) and the 100k-parameter budget.
+"""The CNN family (width x depth x BatchNorm x residual) and its parameter count against a budget.
 
 `widths[i]` channels and `depths[i]` 3x3 conv blocks in stage i, 2x2 max-pool between
 stages, global average pooling and one dense layer. The reference CNN of the speed
@@ -16,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from fmnist_jax.errors import BudgetError
-
-MAX_PARAMS = 100_000
 
 
 class ConvBlock(nn.Module):
@@ -94,7 +92,7 @@ def flops_per_image(model: nn.Module) -> float:
     return float(cost["flops"])
 
 
-def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
+def check_budget(model: nn.Module, limit: int) -> int:
     """The parameter count, or BudgetError naming it when over `limit`."""
     n = count_params(model)
     if n > limit:
@@ -105,7 +103,7 @@ def check_budget(model: nn.Module, limit: int = MAX_PARAMS) -> int:
     return n
 
 
-def fit_width(model: CNN, limit: int = MAX_PARAMS) -> CNN:
+def fit_width(model: CNN, limit: int) -> CNN:
     """`model` with every stage's width scaled by one factor, the largest whose count stays within `limit`.
 
     Compares depths at equal parameter counts: a deeper net gets narrower stages, a

@@ -240,3 +240,29 @@ def compare_curves(runs: dict[str, Sequence[dict[str, Any]]], key: str = "val_ac
     ax.legend(fontsize=8, title="point (members)", title_fontsize=8)
     ax.set_title(title or f"{key.replace('_', ' ')} per epoch (member mean ± 1 std)")
     return fig
+
+
+def bar_chart(table: Sequence[dict[str, Any]], title: str = "", baseline: str | None = None) -> Figure:
+    """Val and test accuracy per point, mean ± std over members as error bars (y axis zoomed to the data).
+
+    Takes any table with `point`, `{val,test}_acc_{mean,std}` columns (ablations, reports).
+    """
+    names = [r["point"] for r in table]
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6))
+    ax = fig.add_subplot()
+    lows = []
+    for offset, split, color in ((-0.2, "val", "tab:blue"), (0.2, "test", "tab:orange")):
+        mean = np.array([100 * r[f"{split}_acc_mean"] for r in table])
+        std = np.array([100 * r[f"{split}_acc_std"] for r in table])
+        ax.bar(x + offset, mean, 0.4, yerr=std, capsize=3, color=color, label=split)
+        lows.append((mean - std).min())
+    top = max(100 * max(r[f"{s}_acc_mean"] + r[f"{s}_acc_std"] for s in ("val", "test")) for r in table)
+    pad = max(0.5, 0.15 * (top - min(lows)))
+    ax.set_ylim(min(lows) - pad, top + pad)
+    ax.set_xticks(x, [f"{n}\n(baseline)" if n == baseline else n for n in names], rotation=30, ha="right")
+    ax.set_ylabel("accuracy % (mean ± std)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 import ml_collections
 import numpy as np
 
-from fmnist_jax.checkpoints import flatten
+from fmnist_jax.config_lib import flatten
 from fmnist_jax.writers import write_json
 
 MODES = ("offline", "online", "disabled")

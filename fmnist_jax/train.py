@@ -1,120 +1,413 @@
-"""One model's training state and its pure train/eval steps (no member axis here).
+"""One config end to end: data -> folds x seeds members -> compiled steps -> epochs -> metrics and summary.
 
-The steps take the whole uint8 dataset and a vector of indices, so batches are
-gathered, augmented and normalised on the device inside the compiled step: no host
-input pipeline to wait for, and nothing but indices crosses per step.
+Workdir layout: `config.json` (resolved config), `record.json` (versions, data hash, git,
+devices), `metrics.jsonl` (one row per member per epoch), `checkpoints/<epoch>/` (Orbax:
+stacked train state + JSON meta), `wandb/` and `wandb_runs.json` (W&B), `summary.json`.
+Re-running the same command in the same workdir resumes from the latest checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
-from collections.abc import Callable
 
-import flax.linen as nn
+import filelock
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
-from flax.training import train_state
+import numpy as np
+from tqdm.auto import tqdm
 
-from fmnist_jax import augment, models
+from fmnist_jax import backend, checkpoints, data, members, models, stats, steps, tracking, validate
+from fmnist_jax.members import Member
 from fmnist_jax.metrics import Metrics
+from fmnist_jax.record import run_record
+from fmnist_jax.writers import write_json, JsonlWriter, MetricWriter, MultiWriter
+from fmnist_jax.errors import Diverged, WorkdirBusy
 
 
-class TrainState(train_state.TrainState):
-    batch_stats: Any
-    key: jax.Array  # this member's augmentation stream; folded with `step`, so resume is exact
+@dataclasses.dataclass
+class Experiment:
+    """Everything fixed for a run: data on the device, members, their splits and compiled steps."""
+
+    config: ml_collections.ConfigDict
+    dataset: data.Dataset
+    members: list[Member]
+    model: models.CNN
+    n_params: int
+    mesh: Any
+    train_idx: list[np.ndarray]
+    val_idx: list[np.ndarray]
+    steps_per_epoch: int
+    arrays: dict[str, jax.Array]
+    init_fn: Any
+    train_step: Any
+    eval_step: Any
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.train.batch_size
 
 
-def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-    o, total = config.optim, config.train.epochs * steps_per_epoch
-    warmup = int(o.warmup_epochs * steps_per_epoch)
-    if o.schedule == "constant":
-        return optax.constant_schedule(o.lr)
-    if o.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, o.lr, warmup, max(total, warmup + 1))
-    if o.schedule == "onecycle":
-        return optax.cosine_onecycle_schedule(max(total, 1), o.lr)
-    raise ValueError(f"unknown optim.schedule {o.schedule!r}; use constant, cosine or onecycle")
+def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None) -> Experiment:
+    """Validate the config (values, then budget), load and split data, compile the member steps.
 
-
-def optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
-    lr, o = schedule(config, steps_per_epoch), config.optim
-    if o.name == "adam":
-        return optax.adam(lr)
-    if o.name == "adamw":
-        return optax.adamw(lr, weight_decay=o.weight_decay)
-    raise ValueError(f"unknown optim.name {o.name!r}; use adam or adamw")
-
-
-def create_state(
-    model: nn.Module, tx: optax.GradientTransformation, init_key: jax.Array, aug_key: jax.Array
-) -> TrainState:
-    variables = models.init_variables(model, init_key)
-    return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        tx=tx,
-        batch_stats=variables.get("batch_stats", {}),
-        key=aug_key,
+    A relative `data.dir` is made absolute (in a copy), so the saved config works from any folder.
+    """
+    validate.check(config)
+    if config.data.dir and not Path(config.data.dir).is_absolute():
+        config = config.copy_and_resolve_references()
+        config.data.dir = str(Path(config.data.dir).resolve())
+    model = models.build(config)
+    n_params = models.check_budget(model, config.max_params)
+    ms = members.members_of(config)
+    dataset = dataset or data.for_config(config)
+    splits = [data.kfold(dataset.train_labels, config.cv.k, m.fold, config.cv.split_seed) for m in ms]
+    train_idx, val_idx = [s[0] for s in splits], [s[1] for s in splits]
+    b = config.train.batch_size
+    n_steps = min(len(t) for t in train_idx) // b
+    if b <= 0 or n_steps == 0:
+        raise ValueError(
+            f"train.batch_size={b} must be positive and at most the training fold size {min(map(len, train_idx))}"
+        )
+    if config.train.steps_per_epoch:
+        n_steps = min(n_steps, config.train.steps_per_epoch)
+    mesh = members.make_mesh(len(ms), config.members.devices)
+    tx = steps.optimizer(config, n_steps)
+    strategy, options = config.members.strategy, backend.compiler_options(config.compile.cpu_conv)
+    arrays = members.place(
+        {k: jnp.asarray(getattr(dataset, k)) for k in ("train_images", "train_labels", "test_images", "test_labels")},
+        mesh,
+        stacked=False,
+    )
+    return Experiment(
+        config=config,
+        dataset=dataset,
+        members=ms,
+        model=model,
+        n_params=n_params,
+        mesh=mesh,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        steps_per_epoch=n_steps,
+        arrays=arrays,
+        init_fn=members.over_members(
+            lambda ik, ak: steps.create_state(model, tx, ik, ak), (0, 0), mesh, strategy, compiler_options=options
+        ),
+        train_step=members.over_members(
+            steps.make_train_step(config),
+            (0, None, None, 0),
+            mesh,
+            strategy,
+            donate_argnums=(0,),
+            compiler_options=options,
+        ),
+        eval_step=members.over_members(
+            steps.make_eval_step(config, model.apply), (0, None, None, 0, 0), mesh, strategy, compiler_options=options
+        ),
     )
 
 
-def preprocess(images_u8: jax.Array) -> jax.Array:
-    """uint8 [B, 28, 28] -> float [B, 28, 28, 1] in [0, 1] (augmentation works here)."""
-    return images_u8[..., None].astype(jnp.float32) / 255.0
+def init_state(exp: Experiment) -> steps.TrainState:
+    keys = [members.keys(m) for m in exp.members]
+    init_keys, aug_keys = (members.place(jnp.stack(k), exp.mesh, stacked=True) for k in zip(*keys))
+    return exp.init_fn(init_keys, aug_keys)
 
 
-def normalize(images: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
-    """torchvision Normalize((mean,), (std,)); 0.5/0.5 maps [0, 1] to [-1, 1]."""
-    return (images - config.normalize.mean) / config.normalize.std
+def epoch_order(exp: Experiment, epoch: int) -> np.ndarray:
+    """[steps, members, batch] dataset indices; each member shuffles its own fold by (seed, fold, epoch)."""
+    n = exp.steps_per_epoch * exp.batch_size
+    order = [
+        idx[np.random.default_rng((m.seed, m.fold, epoch)).permutation(len(idx))[:n]]
+        for m, idx in zip(exp.members, exp.train_idx)
+    ]
+    return np.stack(order).reshape(len(exp.members), exp.steps_per_epoch, exp.batch_size).transpose(1, 0, 2)
 
 
-def _losses(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
+def train_epoch(
+    exp: Experiment, state: steps.TrainState, epoch: int, progress: bool = True
+) -> tuple[steps.TrainState, dict[str, np.ndarray]]:
+    """One epoch for all members; returns the new state and per-member train loss/accuracy."""
+    order = members.place(jnp.asarray(epoch_order(exp, epoch)), exp.mesh, stacked=False)
+    a = exp.arrays
+    total: Metrics | None = None
+    bar = tqdm(
+        total=exp.steps_per_epoch * exp.batch_size * len(exp.members),
+        unit="img",
+        unit_scale=True,
+        desc=f"epoch {epoch + 1}/{exp.config.train.epochs}",
+        disable=not progress,
+        mininterval=2,
+        leave=False,
+    )
+    for step in range(exp.steps_per_epoch):
+        state, m = exp.train_step(state, a["train_images"], a["train_labels"], order[step])
+        total = m if total is None else total.merge(m)
+        bar.update(exp.batch_size * len(exp.members))
+    bar.close()
+    assert total is not None  # setup refuses configs with no steps
+    return state, total.compute()
 
 
-def make_train_step(config: ml_collections.ConfigDict) -> Callable:
-    """`train_step(state, images_u8, labels, idx) -> (state, Metrics)` for one model."""
-    aug = augment.parse(config.augment)
-    smoothing = config.train.label_smoothing
+def evaluate(exp: Experiment, state: steps.TrainState, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-member loss/accuracy on 'val' (each member's own held-out fold) or 'test'; also logits [M, N, 10].
 
-    def train_step(state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array):
-        x, y = preprocess(images_u8[idx]), labels[idx]
-        x = normalize(aug(jax.random.fold_in(state.key, state.step), x), config)
-
-        def loss_fn(params):
-            logits, updates = state.apply_fn(
-                {"params": params, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
-            )
-            losses = _losses(logits, y, smoothing)
-            return losses.mean(), (logits, losses, updates)
-
-        (_, (logits, losses, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
-        return state, Metrics.from_logits(logits, y, _losses(logits, y, 0.0) if smoothing else losses)
-
-    return train_step
-
-
-def infer(apply_fn: Callable, variables: dict, x: jax.Array, tta_flip: bool) -> jax.Array:
-    """Eval-mode logits; with `tta_flip`, the mean of the logits of x and of x mirrored left-right.
-
-    Test-time flip averaging costs a second forward pass and no training; it is sound only
-    for models trained with `flip_lr` (mirrored garments are then in-distribution).
+    N is the split's size (for 'val', the largest fold's: shorter folds are padded at the end).
     """
-    logits = apply_fn(variables, x, train=False)
-    return (logits + apply_fn(variables, x[:, :, ::-1], train=False)) / 2 if tta_flip else logits
+    if split == "val":
+        idx_list, images, labels = exp.val_idx, exp.arrays["train_images"], exp.arrays["train_labels"]
+    elif split == "test":
+        n = exp.dataset.test_labels.shape[0]
+        idx_list, images, labels = (
+            [np.arange(n)] * len(exp.members),
+            exp.arrays["test_images"],
+            exp.arrays["test_labels"],
+        )
+    else:
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    return members.evaluate(
+        exp.eval_step, steps.variables(state), images, labels, idx_list, exp.config.eval.batch_size, exp.mesh
+    )
 
 
-def make_eval_step(config: ml_collections.ConfigDict) -> Callable:
-    """`eval_step(state, images_u8, labels, idx, mask) -> (Metrics, logits)`; plain cross-entropy."""
-    tta_flip = config.eval.tta_flip
+def check_finite(
+    exp: Experiment, state: steps.TrainState, train_m: dict[str, np.ndarray], epoch: int, last_saved: int | None
+) -> None:
+    """Raise Diverged naming the members whose epoch loss or parameters are NaN/inf.
 
-    def eval_step(state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array, mask: jax.Array):
-        x, y = normalize(preprocess(images_u8[idx]), config), labels[idx]
-        logits = infer(state.apply_fn, {"params": state.params, "batch_stats": state.batch_stats}, x, tta_flip)
-        return Metrics.from_logits(logits, y, _losses(logits, y, 0.0), mask), logits
+    Once an epoch: one reduction per parameter on the device and the epoch's losses already on the host,
+    so it costs nothing next to the epoch, and no NaN reaches metrics, summary or checkpoints.
+    """
+    params_ok = np.asarray(
+        jax.tree.reduce(
+            jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).reshape(len(x), -1).all(1), state.params)
+        )
+    )
+    bad = [m.tag for i, m in enumerate(exp.members) if not (params_ok[i] and np.isfinite(train_m["loss"][i]))]
+    if bad:
+        kept = f"the last finite checkpoint is epoch {last_saved}" if last_saved else "no checkpoint was saved"
+        raise Diverged(
+            f"training diverged in epoch {epoch}: non-finite loss or parameters in {', '.join(bad)} "
+            f"(optim.lr={exp.config.optim.lr}); stopped, {kept}"
+        )
 
-    return eval_step
+
+def _rows(exp: Experiment, epoch: int, **split_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    rows = []
+    for i, m in enumerate(exp.members):
+        row: dict[str, Any] = {"member": i, "fold": m.fold, "seed": m.seed, "epoch": epoch}
+        for split, metrics in split_metrics.items():
+            row.update({f"{split}_{k}": float(v[i]) for k, v in metrics.items()})
+        rows.append(row)
+    return rows
+
+
+def summarize(
+    exp: Experiment, val: dict[str, np.ndarray], test: dict[str, np.ndarray], epoch_seconds: list[float]
+) -> dict[str, Any]:
+    imgs = exp.steps_per_epoch * exp.batch_size * len(exp.members)
+    steady = epoch_seconds[1:] or epoch_seconds  # epoch 1 includes compilation
+    return {
+        "name": exp.config.name,
+        "members": [
+            {
+                "fold": m.fold,
+                "seed": m.seed,
+                "val_accuracy": float(val["accuracy"][i]),
+                "test_accuracy": float(test["accuracy"][i]),
+                "test_loss": float(test["loss"][i]),
+            }
+            for i, m in enumerate(exp.members)
+        ],
+        "val_accuracy": stats.mean_std(val["accuracy"]),
+        "test_accuracy": stats.mean_std(test["accuracy"]),
+        "params": exp.n_params,
+        "flops_per_image": models.flops_per_image(exp.model),
+        "epochs": exp.config.train.epochs,
+        "steps_per_epoch": exp.steps_per_epoch,
+        "train_seconds": float(sum(epoch_seconds)),
+        "train_images_per_s": imgs / float(np.median(steady)),
+        "devices": exp.mesh.size,
+        "strategy": members.resolve_strategy(exp.config.members.strategy),
+        "data_digest": exp.dataset.digest,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    v, t = s["val_accuracy"], s["test_accuracy"]
+    return (
+        f"{s['name']}: {len(s['members'])} members, {s['params']:,} params, {s['epochs']} epochs, "
+        f"{s['train_images_per_s']:.0f} img/s | val acc {stats.pct_of(v)} | test acc {stats.pct_of(t)}"
+    )
+
+
+def _meta(exp: Experiment, epoch_seconds: list[float]) -> dict[str, Any]:
+    """The checkpoint's JSON item: enough to rebuild the state without data and to refuse a different run."""
+    return {
+        "config": exp.config.to_dict(),
+        "data_digest": exp.dataset.digest,
+        "steps_per_epoch": exp.steps_per_epoch,
+        "members": [dataclasses.asdict(m) for m in exp.members],
+        "epoch_seconds": epoch_seconds,
+    }
+
+
+def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[steps.TrainState, int, list[float]]:
+    """(state, finished epochs, their durations): from the latest checkpoint if there is one, else fresh."""
+    if mngr.latest_step() is None:
+        return init_state(exp), 0, []
+    target = checkpoints.abstract_state(exp.config, exp.steps_per_epoch, len(exp.members), exp.mesh)
+
+    def load(epoch: int) -> tuple[steps.TrainState, dict[str, Any]]:
+        _, meta = checkpoints.read_meta(mngr, epoch)
+        checkpoints.check_compatible(meta, exp.config, exp.dataset.digest, workdir)
+        return checkpoints.restore(mngr, target, epoch), meta
+
+    epoch, (state, meta) = checkpoints.restore_latest_intact(mngr, load)
+    return state, epoch, list(meta["epoch_seconds"])
+
+
+def _keep_rows(path: Path, last_epoch: int) -> None:
+    """Drop metric rows past the restored checkpoint (logged before a kill, about to be redone)."""
+    kept = []
+    for line in path.read_text().splitlines() if path.exists() and last_epoch else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if row["epoch"] <= last_epoch:
+            kept.append(line + "\n")
+    path.write_text("".join(kept))
+
+
+def _figures(exp: Experiment, logits: np.ndarray, i: int) -> dict[str, Any]:
+    """Member i's test confusion matrix and sample predictions, as matplotlib figures."""
+    from fmnist_jax import plots  # matplotlib only when figures are wanted
+
+    labels = exp.dataset.test_labels
+    probs = np.asarray(jax.nn.softmax(logits[i]))
+    preds, m = probs.argmax(-1), exp.members[i]
+    return {
+        "test/confusion_matrix": plots.confusion(
+            plots.confusion_matrix(labels, preds), title=f"{exp.config.name} {m.tag}: test confusion"
+        ),
+        "test/predictions": plots.predictions(
+            exp.dataset.test_images, labels, probs, plots.pick_examples(labels, preds)
+        ),
+    }
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True, writer: MetricWriter | None = None
+) -> dict[str, Any]:
+    """Train every member (fold x seed) of `config` together, log per-epoch metrics, evaluate on test.
+
+    Resumes from the workdir's latest checkpoint (refusing one made by a different config);
+    a finished run is not retrained: its summary is returned. `metrics.jsonl` is always
+    written; `writer` (if given) and W&B (unless `wandb.mode='disabled'`) get the same rows.
+
+    Args:
+      config: a full config (`configs/*.py` `get_config()`), validated before anything is written.
+      workdir: where config, record, metrics, checkpoints and summary go.
+      progress: show progress bars.
+      writer: an extra `writers.MetricWriter` for the per-epoch rows.
+
+    Returns:
+      The summary (also `workdir/summary.json`): per-member and mean ± std val/test accuracy, params,
+      FLOPs, epochs, throughput, data digest.
+    """
+    workdir = Path(workdir)
+    exp = setup(config)  # validates everything before the workdir is touched
+    workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):
+        return _train(exp, workdir, progress, writer)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """One process per workdir: an OS advisory lock (flock via filelock) that the OS drops when its holder
+    dies, so a killed run never blocks the next; two live ones would interleave metrics and checkpoints."""
+    lock = filelock.FileLock(workdir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise WorkdirBusy(
+            f"{workdir} is in use by another process (it holds {workdir / '.lock'}); "
+            "wait for it to finish or use another --workdir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter | None) -> dict[str, Any]:
+    config = exp.config
+    mngr = checkpoints.manager(workdir, config.checkpoint.max_to_keep)
+    state, start, epoch_seconds = _resume(exp, mngr, workdir)
+    summary_path = workdir / "summary.json"
+    if start == config.train.epochs and summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+            mngr.close()
+            print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
+            return summary
+        except ValueError:  # cut short by a kill (before writes were atomic): evaluate again below
+            print(f"{summary_path} is damaged; evaluating the final checkpoint again", file=sys.stderr)
+    write_json(workdir / "config.json", config.to_dict(), default=list)
+    record = run_record(config, exp.dataset) | ({"resumed_from_epoch": start} if start else {})
+    write_json(workdir / "record.json", record, default=str)
+    _keep_rows(workdir / "metrics.jsonl", start)
+    tracker = (
+        None
+        if config.wandb.mode == "disabled"
+        else tracking.WandbWriter(
+            config,
+            exp.members,
+            workdir,
+            extra={"params": exp.n_params, "data_digest": exp.dataset.digest},
+            resume=start > 0,
+        )
+    )
+    writers = MultiWriter([w for w in (JsonlWriter(workdir / "metrics.jsonl"), writer, tracker) if w is not None])
+    every = config.checkpoint.every_epochs
+    val_m = None
+    try:
+        epochs = tqdm(
+            range(start, config.train.epochs),
+            desc=config.name,
+            unit="epoch",
+            disable=not progress,
+            initial=start,
+            total=config.train.epochs,
+        )
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            state, train_m = train_epoch(exp, state, epoch, progress)
+            jax.block_until_ready(state)
+            check_finite(exp, state, train_m, epoch + 1, mngr.latest_step())
+            epoch_seconds.append(time.perf_counter() - t0)
+            val_m, _ = evaluate(exp, state, "val")
+            writers.write(_rows(exp, epoch + 1, train=train_m, val=val_m))
+            if (every and (epoch + 1) % every == 0) or epoch + 1 == config.train.epochs:
+                checkpoints.save(mngr, epoch + 1, state, _meta(exp, epoch_seconds))
+            epochs.set_postfix(train_acc=f"{train_m['accuracy'].mean():.4f}", val_acc=f"{val_m['accuracy'].mean():.4f}")
+        if val_m is None:  # restored the final checkpoint of a run killed before its summary
+            val_m, _ = evaluate(exp, state, "val")
+        test_m, test_logits = evaluate(exp, state, "test")
+        summary = summarize(exp, val_m, test_m, epoch_seconds)
+        write_json(summary_path, summary)
+        if tracker is not None:
+            tracker.write_summary(summary)
+            tracker.write_figures(lambda i: _figures(exp, test_logits, i))
+    finally:
+        writers.close()
+        mngr.wait_until_finished()
+        mngr.close()
+    return summary

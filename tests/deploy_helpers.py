@@ -8,16 +8,16 @@ import jax
 import numpy as np
 
 from configs import default
-from fmnist_jax import export, members, models, run
+from fmnist_jax import exporter, members, models, train
 
 
-def tiny_member(config, member: int = 1) -> tuple[export.TrainedMember, np.ndarray]:
+def tiny_member(config, member: int = 1) -> tuple[exporter.TrainedMember, np.ndarray]:
     """Member `member` of `config` after one epoch (so BatchNorm statistics are not the init ones), and test images."""
-    exp = run.setup(config)
-    state, _ = run.train_epoch(exp, run.init_state(exp), 0, progress=False)
+    exp = train.setup(config)
+    state, _ = train.train_epoch(exp, train.init_state(exp), 0, progress=False)
     s = members.unstack(state, member)
     m = exp.members[member]
-    trained = export.TrainedMember(
+    trained = exporter.TrainedMember(
         config,
         exp.model,
         {"params": s.params, "batch_stats": s.batch_stats},
@@ -32,7 +32,7 @@ def export_untrained(out) -> None:
     config.model.widths, config.model.depths = (8, 16), (1, 1)
     model = models.build(config)
     variables = models.init_variables(model, jax.random.key(0))
-    export.export_model(export.TrainedMember(config, model, variables, {"fold": 0, "seed": 0}), out)
+    exporter.export_model(exporter.TrainedMember(config, model, variables, {"fold": 0, "seed": 0}), out)
 
 
 def npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:

@@ -5,7 +5,7 @@ import jax
 import optax
 import pytest
 
-from fmnist_jax import backend, members, run, train
+from fmnist_jax import backend, members, steps, train
 
 
 def test_compiler_options_per_library_and_backend():
@@ -26,10 +26,10 @@ def _loss_and_grads(cfg, cpu_conv):
     """
     cfg = cfg.copy_and_resolve_references()
     cfg.cv.folds, cfg.compile.cpu_conv = (0,), cpu_conv
-    exp = run.setup(cfg)
-    state = members.unstack(run.init_state(exp), 0)
-    idx = jax.numpy.asarray(run.epoch_order(exp, 0)[0, 0])
-    x, y = train.normalize(train.preprocess(exp.arrays["train_images"][idx]), cfg), exp.arrays["train_labels"][idx]
+    exp = train.setup(cfg)
+    state = members.unstack(train.init_state(exp), 0)
+    idx = jax.numpy.asarray(train.epoch_order(exp, 0)[0, 0])
+    x, y = steps.normalize(steps.preprocess(exp.arrays["train_images"][idx]), cfg), exp.arrays["train_labels"][idx]
 
     def loss(params):
         logits, updates = state.apply_fn(

@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny
 
 from configs import default
-from fmnist_jax import checkpoints, evaluate, members, run
+from fmnist_jax import checkpoints, config_lib, errors, members, restore, train
 from fmnist_jax.writers import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVER = """
 import json, sys, time
 from pathlib import Path
-from fmnist_jax import checkpoints, run
+from fmnist_jax import checkpoints, config_lib, train
 
 point, _, n = sys.argv[3].partition(":") if len(sys.argv) > 3 else ("", "", "0")
 
@@ -46,9 +46,9 @@ digest = checkpoints._digest
 if point == "saved":
     checkpoints._digest = lambda mngr, epoch: hang() if epoch == int(n) else digest(mngr, epoch)
 if point == "summary":
-    run.summarize = lambda *args: hang()
-config = checkpoints.config_from_dict(json.loads(Path(sys.argv[1]).read_text()))
-run.train_and_evaluate(config, sys.argv[2], progress=False, writer=Hang())
+    train.summarize = lambda *args: hang()
+config = config_lib.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+train.train_and_evaluate(config, sys.argv[2], progress=False, writer=Hang())
 """
 
 
@@ -56,7 +56,7 @@ run.train_and_evaluate(config, sys.argv[2], progress=False, writer=Hang())
 def reference(tmp_path_factory, tiny_data_dir):
     """An uninterrupted 3-epoch tiny run: (config, workdir, summary)."""
     config, workdir = tiny(tiny_data_dir), tmp_path_factory.mktemp("reference")
-    return config, workdir, run.train_and_evaluate(config, workdir, progress=False)
+    return config, workdir, train.train_and_evaluate(config, workdir, progress=False)
 
 
 def _drive(tmp_path: Path, config, workdir: Path, hang: str | None = None) -> subprocess.Popen:
@@ -100,9 +100,7 @@ def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path, ha
     ref_rows, rows = read_jsonl(ref_dir / "metrics.jsonl"), read_jsonl(workdir / "metrics.jsonl")
     assert [(r["member"], r["epoch"]) for r in rows] == [(r["member"], r["epoch"]) for r in ref_rows]
     chex.assert_trees_all_close(rows, ref_rows, rtol=1e-6)
-    chex.assert_trees_all_close(
-        evaluate.load_trained(workdir)[2].params, evaluate.load_trained(ref_dir)[2].params, rtol=1e-6
-    )
+    chex.assert_trees_all_close(restore.restore(workdir).variables, restore.restore(ref_dir).variables, rtol=1e-6)
 
 
 def test_checkpoint_round_trip(reference):
@@ -112,7 +110,7 @@ def test_checkpoint_round_trip(reference):
     epoch, meta = checkpoints.read_meta(mngr)
     assert epoch == 3 and meta["data_digest"] == summary["data_digest"]
     assert meta["members"] == [{"fold": 0, "seed": 0}, {"fold": 1, "seed": 0}]
-    assert checkpoints.config_from_dict(meta["config"]).to_dict() == config.to_dict()
+    assert config_lib.from_dict(meta["config"]).to_dict() == config.to_dict()
 
     target = checkpoints.abstract_state(config, meta["steps_per_epoch"], 2, members.make_mesh(2))
     state = checkpoints.restore(mngr, target)
@@ -139,47 +137,54 @@ def test_checkpoint_round_trip(reference):
 def test_finished_run_is_not_retrained(reference, capsys):
     config, workdir, summary = reference
     before = (workdir / "metrics.jsonl").read_text()
-    config = checkpoints.config_from_dict(config.to_dict())
+    config = config_lib.from_dict(config.to_dict())
     config.wandb.group = "elsewhere"  # where results go may change
     config.checkpoint.every_epochs = 2
-    assert run.train_and_evaluate(config, workdir, progress=False) == summary
+    assert train.train_and_evaluate(config, workdir, progress=False) == summary
     assert "not retraining" in capsys.readouterr().out
     assert (workdir / "metrics.jsonl").read_text() == before
 
 
 def test_different_config_is_refused(reference):
     config, workdir, _ = reference
-    config = checkpoints.config_from_dict(config.to_dict())
+    config = config_lib.from_dict(config.to_dict())
     config.optim.lr = 0.5
     config.train.epochs = 4
-    with pytest.raises(checkpoints.CheckpointMismatch, match=r"optim\.lr: 0\.01 -> 0\.5.*train\.epochs: 3 -> 4"):
-        run.train_and_evaluate(config, workdir, progress=False)
+    with pytest.raises(errors.CheckpointMismatch, match=r"optim\.lr: 0\.01 -> 0\.5.*train\.epochs: 3 -> 4"):
+        train.train_and_evaluate(config, workdir, progress=False)
 
 
 def test_config_saved_before_a_key_existed_restores_and_resumes():
     current = default.get_config()
     saved = json.loads(json.dumps(current.to_dict()))
     del saved["eval"]["tta_flip"]
-    assert checkpoints.config_from_dict(saved).eval.tta_flip is False and "tta_flip" not in saved["eval"]
-    assert checkpoints.config_differences(saved, current.to_dict()) == []
+    assert config_lib.from_dict(saved).eval.tta_flip is False and "tta_flip" not in saved["eval"]
+    assert config_lib.differences(saved, current.to_dict()) == []
     current.eval.tta_flip = True  # a run saved without the key had it off
-    assert checkpoints.config_differences(saved, current.to_dict()) == ["eval.tta_flip: False -> True"]
+    assert config_lib.differences(saved, current.to_dict()) == ["eval.tta_flip: False -> True"]
 
 
-def test_load_trained_one_member(reference):
+def test_restore_reads_only_what_inference_needs(reference):
     config, workdir, summary = reference
-    loaded, ms, state = evaluate.load_trained(workdir)
-    assert loaded.to_dict() == config.to_dict()
-    assert ms == [run.Member(0, 0), run.Member(1, 0)]
-    i = evaluate.member_index(ms, 1, 0)
-    one = members.unstack(state, i)
-    assert int(one.step) == 3 * json.loads((workdir / "summary.json").read_text())["steps_per_epoch"]
+    run = restore.restore(workdir)
+    assert run.config.to_dict() == config.to_dict() and run.epoch == 3
+    assert run.members == [members.Member(0, 0), members.Member(1, 0)]
+    assert set(run.variables) == {"params", "batch_stats"}  # no optimiser state, no step, no keys
+    full = checkpoints.restore(
+        mngr := checkpoints.manager(workdir, create=False),
+        checkpoints.abstract_state(config, summary["steps_per_epoch"], 2, members.make_mesh(2)),
+    )
+    mngr.close()
+    chex.assert_trees_all_equal(run.variables, {"params": full.params, "batch_stats": full.batch_stats})
+    one = run.select(1, 0)
+    assert one.members == [members.Member(1, 0)] and one.config.cv.folds == (1,)
+    chex.assert_trees_all_equal(one.member_variables(0), run.member_variables(1))
     x = np.zeros((2, 28, 28, 1), np.float32)
-    chex.assert_shape(one.apply_fn({"params": one.params, "batch_stats": one.batch_stats}, x, train=False), (2, 10))
-    with pytest.raises(ValueError, match=r"fold=4 seed=0.*\(0, 0\), \(1, 0\)"):
-        evaluate.member_index(ms, 4, 0)
+    chex.assert_shape(run.model.apply(one.member_variables(0), x, train=False), (2, 10))
+    with pytest.raises(errors.RunError, match=r"fold=4 seed=0.*\(0, 0\), \(1, 0\)"):
+        run.select(4, 0)
     with pytest.raises(FileNotFoundError, match="no checkpoint for epoch 1"):
-        evaluate.load_trained(workdir, step=1)
+        restore.restore(workdir, step=1)
 
 
 def _damage(workdir: Path, epoch: int, how: str) -> None:
@@ -199,15 +204,15 @@ def _damage(workdir: Path, epoch: int, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["flip", "truncate"])
 def test_damaged_latest_checkpoint_is_refused_and_resume_falls_back(tiny_config, tmp_path, how, capsys):
-    first = run.train_and_evaluate(tiny_config, tmp_path, progress=False)  # 3 epochs, checkpoints 2 and 3 kept
+    first = train.train_and_evaluate(tiny_config, tmp_path, progress=False)  # 3 epochs, checkpoints 2 and 3 kept
     assert set(json.loads((tmp_path / "checkpoints" / checkpoints.DIGESTS).read_text())) == {"2", "3"}
-    evaluate.load_trained(tmp_path)  # intact: restores
+    restore.restore(tmp_path)  # intact: restores
     _damage(tmp_path, 3, how)
-    with pytest.raises(checkpoints.CheckpointDamaged, match="checkpoint of epoch 3 .* is damaged"):
-        evaluate.load_trained(tmp_path)
-    evaluate.load_trained(tmp_path, step=2)  # the older one is still good
+    with pytest.raises(errors.CheckpointDamaged, match="checkpoint of epoch 3 .* is damaged"):
+        restore.restore(tmp_path)
+    restore.restore(tmp_path, step=2)  # the older one is still good
     (tmp_path / "summary.json").unlink()  # as if killed after the last checkpoint, before the summary
-    again = run.train_and_evaluate(tiny_config, tmp_path, progress=False)  # falls back to 2, redoes 3
+    again = train.train_and_evaluate(tiny_config, tmp_path, progress=False)  # falls back to 2, redoes 3
     assert "skipping the checkpoint of epoch 3" in capsys.readouterr().err
     assert again["members"] == first["members"]  # the redone epoch lands where the damaged one was
-    evaluate.load_trained(tmp_path)  # the new latest verifies
+    restore.restore(tmp_path)  # the new latest verifies

@@ -8,16 +8,16 @@ import chex
 import jax
 import pytest
 
-from fmnist_jax import members, run
+from fmnist_jax import members, train
 
 
 def _train_members(cfg, folds, epochs=1):
     cfg = cfg.copy_and_resolve_references()
     cfg.cv.folds = folds
-    exp = run.setup(cfg)
-    state = run.init_state(exp)
+    exp = train.setup(cfg)
+    state = train.init_state(exp)
     for epoch in range(epochs):
-        state, _ = run.train_epoch(exp, state, epoch, progress=False)
+        state, _ = train.train_epoch(exp, state, epoch, progress=False)
     return exp, state
 
 

@@ -21,7 +21,7 @@ def test_best_model_hand_count_within_budget():
     convs = [(1, 24), (24, 48), (48, 48), (48, 64), (64, 64)]
     expected = sum(9 * i * o + 2 * o for i, o in convs) + 64 * 10 + 10
     for arg in (None, "smoke"):
-        assert models.check_budget(models.build(best.get_config(arg))) == expected == 96_978
+        assert models.check_budget(models.build(best.get_config(arg)), 100_000) == expected == 96_978
 
 
 @pytest.mark.parametrize("residual,batch_norm", [(False, True), (True, True), (True, False)])
@@ -37,8 +37,8 @@ def test_budget_refuses_with_the_count():
     c = default.get_config()
     c.model.widths = (64, 128, 128)
     with pytest.raises(models.BudgetError, match=r"408,394 parameters, over the budget of 100,000"):
-        models.check_budget(models.build(c))
-    assert models.check_budget(models.build(default.get_config())) == 98_122
+        models.check_budget(models.build(c), c.max_params)
+    assert models.check_budget(models.build(default.get_config()), 100_000) == 98_122
 
 
 def test_flops_scale_with_width():

@@ -7,7 +7,7 @@ import pytest
 import wandb
 from matplotlib.figure import Figure
 
-from fmnist_jax import run, tracking
+from fmnist_jax import members, tracking, train
 from fmnist_jax.writers import read_jsonl
 
 METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
@@ -16,7 +16,7 @@ METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
 def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
     tiny_config.wandb.mode = "offline"
     tiny_config.train.epochs = 2
-    summary = run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    summary = train.train_and_evaluate(tiny_config, tmp_path, progress=False)
     wandb.teardown()  # finish() may return before wandb-core has written the last records: wait for it
     dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     ids = json.loads((tmp_path / tracking.RUN_IDS).read_text())
@@ -48,7 +48,7 @@ class _FailingRun:
 
 
 def test_failures_warn_and_go_quiet(tiny_config, tmp_path, monkeypatch):
-    ms = run.members_of(tiny_config)
+    ms = members.members_of(tiny_config)
     monkeypatch.setattr(wandb, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no network")))
     with pytest.warns(UserWarning, match="W&B init failed.*no network"):
         writer = tracking.WandbWriter(tiny_config, ms, tmp_path)
@@ -77,7 +77,7 @@ def test_online_falls_back_to_offline(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", init)
     tiny_config.wandb.mode = "online"
     with pytest.warns(UserWarning, match="logging offline instead"):
-        writer = tracking.WandbWriter(tiny_config, run.members_of(tiny_config), tmp_path)
+        writer = tracking.WandbWriter(tiny_config, members.members_of(tiny_config), tmp_path)
     assert modes == ["online", "offline", "offline"] and len(writer.runs) == 2
 
 
@@ -86,14 +86,14 @@ def test_training_survives_a_broken_wandb(tiny_config, tmp_path, monkeypatch):
     tiny_config.wandb.mode = "offline"
     tiny_config.train.epochs = 1
     with pytest.warns(UserWarning, match="W&B log failed"):
-        summary = run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+        summary = train.train_and_evaluate(tiny_config, tmp_path, progress=False)
     assert len(summary["members"]) == 2 and len(read_jsonl(tmp_path / "metrics.jsonl")) == 2
 
 
 def test_resumed_run_reuses_run_ids(tiny_config, tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.append(kw["id"]) or _FailingRun())
-    ms = run.members_of(tiny_config)
+    ms = members.members_of(tiny_config)
     tracking.WandbWriter(tiny_config, ms, tmp_path).close()
     tracking.WandbWriter(tiny_config, ms, tmp_path, resume=True).close()
     tracking.WandbWriter(tiny_config, ms, tmp_path).close()  # a fresh start gets new runs
@@ -108,7 +108,7 @@ def test_unreachable_server_falls_back_to_offline_runs_that_hold_the_history(tin
     tiny_config.wandb.mode = "online"
     tiny_config.train.epochs = 1
     with pytest.warns(UserWarning, match="could not start online.*logging offline instead"):
-        run.train_and_evaluate(tiny_config, tmp_path, progress=False)
+        train.train_and_evaluate(tiny_config, tmp_path, progress=False)
     wandb.teardown()
     ids = json.loads((tmp_path / tracking.RUN_IDS).read_text())
     for tag in ("fold0_seed0", "fold1_seed0"):

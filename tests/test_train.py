@@ -1,116 +1,131 @@
-"""Pure train/eval steps for one model."""
+"""One config end to end on generated data: outputs, learning, determinism, config validation."""
 
-import pathlib
-import tempfile
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import chex
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from conftest import write_idx_dir
-
-from configs import default
-from fmnist_jax import data, models, train
-
-
-def _setup(cfg):
-    ds = data.load(cfg.data.dir, verify=False)
-    model = models.build(cfg)
-    state = train.create_state(model, train.optimizer(cfg, 10), jax.random.key(0), jax.random.key(1))
-    return ds, state
+from fmnist_jax import cli, train
+from fmnist_jax.errors import Diverged, WorkdirBusy
+from fmnist_jax.record import ISA_FLAGS
+from fmnist_jax.writers import read_jsonl
 
 
-class TestSteps(chex.TestCase):
-    def setUp(self):
-        super().setUp()
-        tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(tmp.cleanup)
-        self.cfg = default.get_config()
-        self.cfg.data.dir = str(write_idx_dir(pathlib.Path(tmp.name)))
-        self.cfg.model.widths, self.cfg.model.depths = (4, 8), (1, 1)
-
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_train_step_updates_and_reports(self):
-        cfg = self.cfg
-        ds, state = _setup(cfg)
-        step = self.variant(train.make_train_step(cfg))
-        idx = jnp.arange(16)
-        new, m = step(state, jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), idx)
-        assert int(new.step) == 1 and float(m.count) == 16
-        assert 0 <= float(m.correct) <= 16 and np.isfinite(float(m.loss_sum))
-        chex.assert_trees_all_equal_shapes_and_dtypes(new.params, state.params)
-        assert not jax.tree.all(jax.tree.map(jnp.array_equal, new.params, state.params))
-
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_eval_step_masks_padding(self):
-        ds, state = _setup(self.cfg)
-        step = self.variant(train.make_eval_step(self.cfg))
-        images, labels = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels)
-        mask = jnp.arange(20) < 12
-        m, logits = step(state, images, labels, jnp.arange(20), mask)
-        m12, _ = step(state, images, labels, jnp.arange(12), jnp.ones(12, bool))
-        chex.assert_shape(logits, (20, 10))
-        chex.assert_trees_all_close(m, m12, rtol=1e-5)
-
-
-def test_loss_matches_optax_cross_entropy(tiny_config):
-    ds, state = _setup(tiny_config)
-    idx = jnp.arange(32)
-    m, logits = train.make_eval_step(tiny_config)(
-        state, jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), idx, jnp.ones(32, bool)
-    )
-    want = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(ds.train_labels[:32])).sum()
-    np.testing.assert_allclose(float(m.loss_sum), float(want), rtol=1e-5)
-
-
-def test_flip_averaging_is_invariant_to_mirroring(tiny_config):
-    ds, state = _setup(tiny_config)
-    images, labels, idx, mask = (
-        jnp.asarray(ds.test_images),
-        jnp.asarray(ds.test_labels),
-        jnp.arange(8),
-        jnp.ones(8, bool),
-    )
-    plain = train.make_eval_step(tiny_config)
-    tiny_config.eval.tta_flip = True
-    tta = train.make_eval_step(tiny_config)
-    _, lg = tta(state, images, labels, idx, mask)
-    _, lg_mirrored = tta(state, images[:, :, ::-1], labels, idx, mask)
-    _, lg_plain = plain(state, images, labels, idx, mask)
-    _, lg_plain_mirrored = plain(state, images[:, :, ::-1], labels, idx, mask)
-    chex.assert_trees_all_close(lg, lg_mirrored, atol=1e-5)
-    chex.assert_trees_all_close(lg, (lg_plain + lg_plain_mirrored) / 2, atol=1e-5)
-    assert not np.allclose(lg_plain, lg_plain_mirrored, atol=1e-3)  # the untrained net is not symmetric itself
-
-
-def test_normalize_maps_to_minus_one_one(tiny_config):
-    x = train.preprocess(jnp.array([[[0, 255]]], jnp.uint8))
-    chex.assert_shape(x, (1, 1, 2, 1))
-    np.testing.assert_allclose(np.asarray(train.normalize(x, tiny_config)).ravel(), [-1.0, 1.0])
-
-
-def test_schedules_follow_their_formulas(tiny_config):
-    """3 epochs x 10 steps, peak 1e-2: constant; 1 warmup epoch then cosine to 0; one-cycle (optax's)."""
-    tiny_config.optim.lr, tiny_config.train.epochs, tiny_config.optim.warmup_epochs = 1e-2, 3, 1.0
-    expected = {
-        "constant": lambda t: 1e-2,
-        "cosine": lambda t: 1e-2 * t / 10 if t < 10 else 1e-2 * 0.5 * (1 + np.cos(np.pi * (t - 10) / 20)),
+def test_train_and_evaluate_writes_everything(tiny_config, tmp_path):
+    summary = train.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    for name in ("config.json", "record.json", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert len(rows) == 2 * tiny_config.train.epochs
+    assert {r["fold"] for r in rows} == {0, 1}
+    assert set(rows[0]) >= {
+        "member",
+        "fold",
+        "seed",
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
     }
-    for name, f in expected.items():
-        tiny_config.optim.schedule = name
-        lr = train.schedule(tiny_config, steps_per_epoch=10)
-        np.testing.assert_allclose([float(lr(t)) for t in range(31)], [f(t) for t in range(31)], rtol=1e-5, atol=1e-9)
-    tiny_config.optim.schedule = "onecycle"
-    lr = train.schedule(tiny_config, steps_per_epoch=10)
-    values = [float(lr(t)) for t in range(31)]
-    assert int(np.argmax(values)) == 9 and values[9] == pytest.approx(1e-2)  # the peak at 30% of the 30 steps
-    assert values[0] < 1e-3 and values[30] < 1e-6
+    first = [r["train_loss"] for r in rows if r["epoch"] == 1]
+    last = [r["train_loss"] for r in rows if r["epoch"] == tiny_config.train.epochs]
+    assert np.mean(last) < np.mean(first)  # it learns
+    assert summary["test_accuracy"]["mean"] > 0.15  # above chance (0.10) on the learnable data
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["data"]["digest"] and record["versions"]["jax"] and record["config"]["cv"]["folds"] == [0, 1]
+    assert record["cpu"]["model"] and set(record["cpu"]["isa"]) <= set(ISA_FLAGS)  # timings mean little without it
+    assert len(summary["members"]) == 2 and summary["params"] < 100_000
 
 
-def test_unknown_optimizer_is_refused(tiny_config):
-    tiny_config.optim.name = "sgdx"
-    with pytest.raises(ValueError, match="sgdx"):
-        train.optimizer(tiny_config, 10)
+def test_same_config_and_seed_give_identical_metrics(tiny_config, tmp_path):
+    a = train.train_and_evaluate(tiny_config, tmp_path / "a", progress=False)
+    b = train.train_and_evaluate(tiny_config, tmp_path / "b", progress=False)
+    assert a["members"] == b["members"]
+    assert read_jsonl(tmp_path / "a" / "metrics.jsonl") == read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    tiny_config.seeds = (1,)
+    c = train.train_and_evaluate(tiny_config, tmp_path / "c", progress=False)
+    assert a["members"] != c["members"]
+
+
+def test_epoch_order_is_per_member_and_within_its_fold(tiny_config):
+    tiny_config.seeds = (0, 1)
+    exp = train.setup(tiny_config)
+    order = train.epoch_order(exp, 0)
+    chex.assert_shape(order, (exp.steps_per_epoch, 4, tiny_config.train.batch_size))
+    for i in range(4):
+        assert np.isin(order[:, i], exp.train_idx[i]).all()
+        assert len(np.unique(order[:, i])) == order[:, i].size  # no repeats within an epoch
+    assert not np.array_equal(order[:, 0], order[:, 2])  # same fold, other seed: other order
+
+
+def test_batch_larger_than_the_fold_is_a_clear_error(tiny_config):
+    tiny_config.train.batch_size = 100_000  # valid alone; only the data says it is too large (tests/test_validate.py)
+    with pytest.raises(ValueError, match="batch_size=100000 must be positive and at most the training fold size"):
+        train.setup(tiny_config)
+
+
+def test_one_training_per_workdir_and_a_killed_holder_never_blocks(tiny_config, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    hold = (
+        "import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+    )
+    hold += "time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(work / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkdirBusy, match="in use by another process"):
+            train.train_and_evaluate(tiny_config, work, progress=False)
+        assert not (work / "metrics.jsonl").exists()
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, the OS drops the lock
+        holder.wait()
+        holder.stdout.close()
+    assert (work / ".lock").exists()
+    assert train.train_and_evaluate(tiny_config, work, progress=False)["test_accuracy"]["mean"] > 0
+
+
+def test_divergence_stops_before_anything_non_finite_is_written(tiny_config, tmp_path, capsys):
+    tiny_config.normalize.std = 1e-38  # inputs of ~1e37: activations overflow to inf in the first step
+    with pytest.raises(
+        Diverged, match="diverged in epoch 1: non-finite loss or parameters in fold0_seed0, fold1_seed0"
+    ):
+        train.train_and_evaluate(tiny_config, tmp_path / "a", progress=False)
+    assert not (tmp_path / "a" / "summary.json").exists() and not (tmp_path / "a" / "checkpoints" / "1").exists()
+    assert read_jsonl(tmp_path / "a" / "metrics.jsonl") == []
+    args = [
+        "train",
+        "--config",
+        str(Path(__file__).parents[1] / "configs" / "default.py"),
+        "--workdir",
+        str(tmp_path / "b"),
+        "--config.normalize.std=1e-38",
+    ]
+    args += [f"--config.data.dir={tiny_config.data.dir}", "--config.data.verify=false", "--config.wandb.mode=disabled"]
+    args += [
+        "--config.cv.k=3",
+        "--config.cv.folds=(0,1)",
+        "--config.model.widths=(8,16)",
+        "--config.model.depths=(1,1)",
+        "--config.train.batch_size=16",
+    ]
+    assert cli.main([*args, "--noprogress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "training diverged in epoch 1" in err and len(err.splitlines()) == 1
+
+
+def test_relative_data_dir_is_saved_absolute_and_a_damaged_summary_is_rewritten(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(tiny_config.data.dir).parent)
+    tiny_config.data.dir = Path(tiny_config.data.dir).name
+    tiny_config.train.epochs = 1
+    first = train.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())["data"]["dir"]
+    assert Path(saved).is_absolute() and Path(saved) == Path(tiny_config.data.dir).resolve()
+    (tmp_path / "summary.json").write_text('{"name": "tiny", "memb')  # what a kill mid-write used to leave
+    assert train.train_and_evaluate(tiny_config, tmp_path, progress=False)["members"] == first["members"]
+    json.loads((tmp_path / "summary.json").read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from configs import default
-from fmnist_jax import ablate, cli, validate
+from fmnist_jax import ablation, cli, config_lib, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "default.py")
@@ -59,9 +59,9 @@ def test_shipped_configs_are_valid(name, arg):
 
 @pytest.mark.parametrize("grid", ["augmentation", "width", "depth", "best_recipe", "long_budget"])
 def test_every_point_of_the_shipped_grids_is_valid(grid):
-    module = ablate.load_grid_module(ROOT / "ablations" / f"{grid}.py")
+    module = config_lib.load_module(ROOT / "ablations" / f"{grid}.py")
     base = module.get_config(None)
-    for point in ablate.expand(base, module.get_grid(base)):
+    for point in ablation.expand(base, module.get_grid(base)):
         validate.check(point.config)
 
 

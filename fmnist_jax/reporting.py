@@ -1,4 +1,4 @@
-"""`fmnist-jax report --workdir DIR`: PNG figures and a Markdown report for a run or an ablation.
+"""PNG figures and a Markdown report for a run or an ablation (what `fmnist-jax report` writes).
 
 A run dir (summary.json + metrics.jsonl) gets learning curves, the per-member table, the
 model summary and, when it holds a checkpoint, a test-set confusion matrix and sample
@@ -20,12 +20,10 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from absl import flags
 
-from fmnist_jax import cmdline, data, models, plots
-from fmnist_jax.cmdline import UsageError
+from fmnist_jax import config_lib, data, models, plots, restore, stats
+from fmnist_jax.errors import RunError
 from fmnist_jax.writers import write_json, read_jsonl
 
 
@@ -117,10 +115,6 @@ def write_eda(dataset: data.Dataset, out: str | Path) -> list[Path]:
     return [plots.save(fig, out / name) for name, fig in figs.items()]
 
 
-def _pct(ms: dict[str, float]) -> str:
-    return f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}%"
-
-
 def top_confusions(counts: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
     """The `n` most frequent (true -> predicted) mistakes."""
     off = counts * (1 - np.eye(len(counts), dtype=counts.dtype))
@@ -139,13 +133,12 @@ def top_confusions(counts: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
 
 def test_logits(workdir: Path) -> tuple[np.ndarray, data.Dataset] | None:
     """(per-member test logits [M, N, 10], dataset) from the run's latest checkpoint; None without one."""
-    from fmnist_jax import evaluate  # orbax and compilation: only when a checkpoint exists
-
     try:
-        _, _, dataset, _, logits, _ = evaluate.test_logits(workdir)
+        run = restore.restore(workdir)
     except FileNotFoundError:
         return None
-    return logits, dataset
+    dataset = data.for_config(run.config, run.data_digest)
+    return run.evaluate(dataset.test_images, dataset.test_labels)[1], dataset
 
 
 def write_test_figures(out: Path, logits: np.ndarray, dataset: data.Dataset, members: Sequence[dict]) -> list[str]:
@@ -212,9 +205,9 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     try:
         summary = json.loads((workdir / "summary.json").read_text())
-        config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+        config = config_lib.from_dict(json.loads((workdir / "config.json").read_text()))
     except ValueError as e:
-        raise UsageError(
+        raise RunError(
             f"{workdir}: summary.json or config.json is not valid JSON ({e}); run the same "
             "`fmnist-jax train` command in that workdir again to rewrite them"
         ) from None
@@ -244,8 +237,8 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
                     "epochs": summary["epochs"],
                     "steps/epoch": summary["steps_per_epoch"],
                     "train img/s": f"{summary['train_images_per_s']:.0f} on {summary['devices']} device(s)",
-                    "val accuracy": _pct(summary["val_accuracy"]),
-                    "test accuracy": _pct(summary["test_accuracy"]),
+                    "val accuracy": stats.pct_of(summary["val_accuracy"]),
+                    "test accuracy": stats.pct_of(summary["test_accuracy"]),
                 }
             ]
         ),
@@ -302,14 +295,12 @@ def read_ablation(directory: str | Path) -> tuple[list[dict[str, Any]], str, str
 
 def ablation_report(directory: str | Path, out: str | Path | None = None) -> Path:
     """Bar chart (mean ± std per point), validation curves of every point with logged metrics, report.md."""
-    from fmnist_jax import ablate  # one bar chart for the ablate command and the reports
-
     directory = Path(directory)
     out = Path(out or directory / "report")
     out.mkdir(parents=True, exist_ok=True)
     table, baseline, table_md = read_ablation(directory)
     plots.save(
-        ablate.bar_chart(table, f"{directory.name}: accuracy per point (mean ± std over members)", baseline),
+        plots.bar_chart(table, f"{directory.name}: accuracy per point (mean ± std over members)", baseline),
         out / "ablation.png",
     )
     md = [f"# Ablation report: {directory.name}", "", "![accuracy per point](ablation.png)", ""]
@@ -325,31 +316,3 @@ def ablation_report(directory: str | Path, out: str | Path | None = None) -> Pat
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
-
-
-def _define(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string("workdir", None, "A run dir (summary.json + metrics.jsonl) or an ablation dir.", flag_values=fv)
-    flags.DEFINE_string("out", None, "Where the PNGs and report.md go (default WORKDIR/report).", flag_values=fv)
-    flags.DEFINE_bool("eda", False, "Write the data-exploration figures (real data) to --out instead.", flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "Fashion-MNIST folder for --eda (default: the usual search).", flag_values=fv)
-
-
-def main(argv: list[str]) -> int:
-    fv = cmdline.parse(argv, _define)
-    if fv.eda:
-        if not fv.out:
-            raise UsageError("--eda needs --out")
-        for p in write_eda(data.load(fv.data_dir), fv.out):
-            print(f"wrote {p}")
-        return 0
-    if not fv.workdir:
-        raise UsageError("missing --workdir (or --eda --out DIR)")
-    workdir = Path(fv.workdir)
-    if (workdir / "summary.json").exists():
-        path = run_report(workdir, fv.out)
-    elif (workdir / "table.csv").exists():
-        path = ablation_report(workdir, fv.out)
-    else:
-        raise UsageError(f"{workdir} is neither a run dir (summary.json) nor an ablation dir (table.csv)")
-    print(f"wrote {path}")
-    return 0

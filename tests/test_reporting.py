@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist_jax import ablate, data, models, report, run
-from fmnist_jax.cmdline import UsageError
+from fmnist_jax import ablation, data, models, reporting, train
+from fmnist_jax.commands import report as report_cmd
+from fmnist_jax.commands.parsing import UsageError
 
 
 def assert_png(path):
@@ -19,8 +20,8 @@ def assert_png(path):
 
 def test_run_report_matches_the_run(tiny_config, tmp_path):
     workdir = tmp_path / "run"
-    summary = run.train_and_evaluate(tiny_config, workdir, progress=False)
-    assert report.main(["--workdir", str(workdir)]) == 0
+    summary = train.train_and_evaluate(tiny_config, workdir, progress=False)
+    assert report_cmd.main(["--workdir", str(workdir)]) == 0
     out = workdir / "report"
     for name in ("learning_curves.png", "confusion.png", "predictions.png"):
         assert_png(out / name)
@@ -36,7 +37,7 @@ def test_run_report_matches_the_run(tiny_config, tmp_path):
     # Without a checkpoint the report still has the curves and says what is missing.
     bare = tmp_path / "bare"
     shutil.copytree(workdir, bare, ignore=shutil.ignore_patterns("checkpoints", "report"))
-    assert report.main(["--workdir", str(bare), "--out", str(tmp_path / "bare_report")]) == 0
+    assert report_cmd.main(["--workdir", str(bare), "--out", str(tmp_path / "bare_report")]) == 0
     assert_png(tmp_path / "bare_report" / "learning_curves.png")
     assert not (tmp_path / "bare_report" / "confusion.png").exists()
     assert "No checkpoint" in (tmp_path / "bare_report" / "report.md").read_text()
@@ -45,13 +46,13 @@ def test_run_report_matches_the_run(tiny_config, tmp_path):
 def test_ablation_report_uses_the_ablation_table(tiny_config, tmp_path):
     tiny_config.cv.folds = (0,)
     tiny_config.train.epochs = 2
-    points = ablate.expand(tiny_config, [("flip", {"augment": "flip_lr"}), ("none", {"augment": "none"})])
-    ablate.run_grid(points, tmp_path, progress=False)
-    ablate.write_results("tiny", points, tmp_path, tmp_path, "flip", "test")
-    table, baseline, _ = report.read_ablation(tmp_path)
+    points = ablation.expand(tiny_config, [("flip", {"augment": "flip_lr"}), ("none", {"augment": "none"})])
+    ablation.run_grid(points, tmp_path, progress=False)
+    ablation.write_results("tiny", points, tmp_path, tmp_path, "flip", "test")
+    table, baseline, _ = reporting.read_ablation(tmp_path)
     assert baseline == "flip" and [r["point"] for r in table] == ["flip", "none"]
     assert isinstance(table[0]["test_acc_mean"], float) and isinstance(table[0]["params"], int)
-    assert report.main(["--workdir", str(tmp_path)]) == 0
+    assert report_cmd.main(["--workdir", str(tmp_path)]) == 0
     for name in ("ablation.png", "ablation_curves.png"):
         assert_png(tmp_path / "report" / name)
     md = (tmp_path / "report" / "report.md").read_text()
@@ -61,7 +62,7 @@ def test_ablation_report_uses_the_ablation_table(tiny_config, tmp_path):
 @pytest.mark.parametrize("batch_norm,residual", [(False, False), (True, True)])
 def test_model_table_adds_up(batch_norm, residual):
     model = models.CNN(widths=(8, 8, 16), depths=(1, 1, 1), batch_norm=batch_norm, residual=residual)
-    rows = report.model_table(model)
+    rows = reporting.model_table(model)
     layers, total = rows[:-1], rows[-1]
     assert [r["layer"] for r in layers] == ["ConvBlock_0", "ConvBlock_1", "ConvBlock_2", "Dense_0", "(pooling)"]
     # hand counts: 3x3 conv weights (+ bias without BN, + BN scale and offset with it), dense 16x10 + 10
@@ -84,7 +85,7 @@ def test_model_table_adds_up(batch_norm, residual):
 
 
 def test_markdown_table_formats_cells():
-    md = report.markdown_table([{"a": 12345, "b": 0.123456, "c": (7, 7), "d": None, "e": 36794160.0}])
+    md = reporting.markdown_table([{"a": 12345, "b": 0.123456, "c": (7, 7), "d": None, "e": 36794160.0}])
     assert md.splitlines() == [
         "| a | b | c | d | e |",
         "|---|---|---|---|---|",
@@ -95,7 +96,7 @@ def test_markdown_table_formats_cells():
 def test_top_confusions_orders_mistakes():
     counts = np.diag(np.full(10, 50))
     counts[6, 0], counts[4, 2], counts[0, 6] = 9, 5, 3
-    top = report.top_confusions(counts, 3)
+    top = reporting.top_confusions(counts, 3)
     assert [(r["true"], r["predicted"], r["count"]) for r in top] == [
         ("Shirt", "T-shirt/top", 9),
         ("Coat", "Pullover", 5),
@@ -105,24 +106,29 @@ def test_top_confusions_orders_mistakes():
 
 def test_write_eda(tiny_data_dir, tmp_path):
     dataset = data.load(str(tiny_data_dir), verify=False)
-    for path in report.write_eda(dataset, tmp_path):
+    for path in reporting.write_eda(dataset, tmp_path):
         assert_png(path)
 
 
 def test_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="neither a run dir"):
-        report.main(["--workdir", str(tmp_path)])
+        report_cmd.main(["--workdir", str(tmp_path)])
     with pytest.raises(UsageError, match="--eda needs --out"):
-        report.main(["--eda"])
+        report_cmd.main(["--eda"])
     with pytest.raises(UsageError, match="missing --workdir"):
-        report.main([])
+        report_cmd.main([])
 
 
 def test_read_ablation_keeps_point_names_as_text(tmp_path):
-    row = {c: 0.5 for c in ablate.COLUMNS} | {"point": "2", "overrides": "model.depths=2", "params": 900, "members": 2}
-    ablate.write_csv([row], tmp_path / "table.csv")
+    row = {c: 0.5 for c in ablation.COLUMNS} | {
+        "point": "2",
+        "overrides": "model.depths=2",
+        "params": 900,
+        "members": 2,
+    }
+    ablation.write_csv([row], tmp_path / "table.csv")
     (tmp_path / "table.md").write_text("# Ablation: d\n\nBaseline: **2**. ...\n")
-    table, baseline, _ = report.read_ablation(tmp_path)
+    table, baseline, _ = reporting.read_ablation(tmp_path)
     assert (
         baseline == "2" and table[0]["point"] == "2" and table[0]["params"] == 900 and table[0]["val_acc_mean"] == 0.5
     )

@@ -21,12 +21,14 @@ import uvicorn
 from PIL import Image
 
 from deploy_helpers import export_untrained, idx_header, npy_header, png_header
-from fmnist_jax import data, serve
-from fmnist_jax.exported import ExportedModel
+from fmnist_jax import data, serving
+from fmnist_jax.commands import serve as serve_cmd
+from fmnist_jax.commands.parsing import UsageError
+from fmnist_jax.artifact import ExportedModel
 
 MAX_BODY, MAX_BATCH = 64 * 1024, 8
-LIMITS = serve.Limits(max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
-TIGHT = serve.Limits(max_body_bytes=4096, max_batch=8, read_timeout_s=0.5)  # for the gzip bomb and the slow body
+LIMITS = serving.Limits(max_body_bytes=MAX_BODY, max_batch=MAX_BATCH)
+TIGHT = serving.Limits(max_body_bytes=4096, max_batch=8, read_timeout_s=0.5)  # for the gzip bomb and the slow body
 OCTETS = {"content-type": "application/octet-stream"}
 
 
@@ -63,13 +65,13 @@ def running(app):
 @pytest.fixture(scope="module")
 def server(model_dir):
     model = ExportedModel.load(model_dir)
-    with running(serve.create_app(model, LIMITS)) as (client, _):
+    with running(serving.create_app(model, LIMITS)) as (client, _):
         yield client, model
 
 
 @pytest.fixture(scope="module")
 def tight(server):
-    with running(serve.create_app(server[1], TIGHT)) as running_server:
+    with running(serving.create_app(server[1], TIGHT)) as running_server:
         yield running_server
 
 
@@ -104,8 +106,8 @@ def test_health_and_metadata(server):
     assert meta["limits"] == {
         "max_body_bytes": MAX_BODY,
         "max_batch": MAX_BATCH,
-        "max_pixels": serve.MAX_PIXELS,
-        "read_timeout_s": serve.READ_TIMEOUT_S,
+        "max_pixels": serving.MAX_PIXELS,
+        "read_timeout_s": serving.READ_TIMEOUT_S,
     }
 
 
@@ -113,7 +115,7 @@ def test_metadata_names_no_machine_path(model_dir):
     model = ExportedModel.load(model_dir)
     model.manifest["member"]["workdir"] = "/home/trainer/runs/best"
     model.manifest["check"] = {"data": "C:\\Users\\trainer\\fashion", "note": "x / 255"}
-    with running(serve.create_app(model)) as (client, _):
+    with running(serving.create_app(model)) as (client, _):
         response = client.get("/metadata")
     assert "trainer" not in response.text
     meta = response.json()
@@ -204,7 +206,7 @@ def npy_files(*counts: int) -> list:
         (
             dict(content=png_header(5000, 5000), headers={"content-type": "image/png"}),
             413,
-            f"5000x5000 image is over the limit of {serve.MAX_PIXELS} pixels",
+            f"5000x5000 image is over the limit of {serving.MAX_PIXELS} pixels",
         ),
         (dict(content=png_header(20000, 20000), headers={"content-type": "image/png"}), 413, "image too large"),
         (
@@ -304,7 +306,7 @@ def test_serve_command_starts_and_answers(model_dir):
                 time.sleep(0.5)
         meta = httpx.get(f"{url}/metadata", timeout=10).json()
         assert meta["limits"] == {
-            **serve.Limits().model_dump(),
+            **serving.Limits().model_dump(),
             "max_batch": 2,
             "max_pixels": 1000,
             "read_timeout_s": 5,
@@ -319,5 +321,5 @@ def test_serve_command_starts_and_answers(model_dir):
 
 
 def test_serve_command_refuses_a_non_model(tmp_path):
-    with pytest.raises(serve.cmdline.UsageError, match="not an exported model folder"):
-        serve.main(["--model", str(tmp_path)])
+    with pytest.raises(UsageError, match="not an exported model folder"):
+        serve_cmd.main(["--model", str(tmp_path)])

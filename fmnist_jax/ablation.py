@@ -1,10 +1,10 @@
-"""`fmnist-jax ablate ABLATION.py[:arg] --workdir DIR [--config.KEY=VALUE ...]`: run a grid of configs and compare.
+"""Grids of configs (ablations): expand, check, train point by point, and compare with paired tests.
 
 An ablation file (`ablations/*.py`) is code, in the style of big_vision's sweeps:
 `get_config(arg)` is the base config, `get_grid(base) -> [(point, {dotted key: value})]`
 the points, and `BASELINE` (default: the first point) the reference of the paired tests.
 Every point is built and checked against the parameter budget before anything trains.
-Each point trains its folds x seeds together (`run.train_and_evaluate`, members sharded
+Each point trains its folds x seeds together (`train.train_and_evaluate`, members sharded
 over whatever devices JAX sees) in `DIR/<point>`; a finished point is skipped and an
 unfinished one resumes, so an interrupted grid is continued by running the command
 again. `--point` runs a subset, which is how `wandb agent` spreads a grid exported with
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import re
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -30,11 +27,9 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 import yaml
-from absl import flags
-from matplotlib.figure import Figure
-from scipy import stats
 
-from fmnist_jax import checkpoints, cmdline, models, plots, validate
+from fmnist_jax import config_lib, models, plots, stats, train, validate
+from fmnist_jax.errors import BudgetError, ConfigError, RunError
 from fmnist_jax.writers import write_json
 
 Table = list[dict[str, Any]]
@@ -70,56 +65,67 @@ def _fmt_value(v: Any) -> str:
     return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
 
 
-def load_grid_module(path: str | Path) -> ModuleType:
-    """Import an ablation file by path (`configs` importable from its repository root)."""
-    path = Path(path)
-    root = str(path.resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    if not path.is_file():
-        raise cmdline.UsageError(f"no ablation file {str(path)!r}")
-    spec = importlib.util.spec_from_file_location(f"fmnist_ablation_{path.stem}", path)
-    assert spec is not None and spec.loader is not None  # a .py file that exists
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """An ablation: its points (each a full config) and the baseline the paired tests compare against."""
 
-
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-    """config[dotted] = value, refusing keys the base config lacks (a typo must not train silently)."""
-    *parents, leaf = dotted.split(".")
-    node = config
-    for key in parents:
-        node = node[key] if isinstance(node, ml_collections.ConfigDict) and key in node else None
-        if node is None:
-            raise KeyError(f"grid key {dotted!r} is not in the config")
-    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-        raise KeyError(f"grid key {dotted!r} is not in the config")
-    node[leaf] = value
+    name: str
+    points: list[Point]
+    baseline: str
 
 
 def expand(base: ml_collections.ConfigDict, grid: Sequence[tuple[str, dict[str, Any]]]) -> list[Point]:
     """One full config per grid point: the base (without its `grid` options) plus the point's values.
 
-    W&B runs, when configured, are grouped by ablation with the point as job type.
+    An override of a key the base lacks, or of another type, is a ConfigError (a typo must not train
+    silently). W&B runs, when configured, are grouped by ablation with the point as job type.
     """
     points, seen = [], set()
+    plain = ml_collections.ConfigDict(base.to_dict())
+    if "grid" in plain:
+        del plain["grid"]
     for name, overrides in grid:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name) or name in seen:
-            raise ValueError(f"grid point name {name!r} is empty, repeated or not usable as a directory name")
+            raise ConfigError(f"grid point name {name!r} is empty, repeated or not usable as a directory name")
         seen.add(name)
-        c = ml_collections.ConfigDict(base.to_dict())
-        if "grid" in c:
-            del c["grid"]
-        for key, value in overrides.items():
-            _set(c, key, value)
+        try:
+            c = config_lib.with_overrides(plain, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"grid point {name}: {e}") from None
         c.name = f"{base.name}-{name}"
         if "wandb" in c:
             c.wandb.group, c.wandb.job_type = base.name, name
         points.append(Point(name, dict(overrides), c))
     if not points:
-        raise ValueError("the grid has no points")
+        raise ConfigError("the grid has no points")
     return points
+
+
+def from_module(module: ModuleType, base: ml_collections.ConfigDict) -> Grid:
+    """The grid an ablation module defines over `base` (its `get_config(arg)`, overridden as the user asked);
+    every point validated and within the parameter budget before anything trains."""
+    points = expand(base, module.get_grid(base))
+    baseline = getattr(module, "BASELINE", points[0].name)
+    if baseline not in {p.name for p in points}:
+        raise ConfigError(f"BASELINE {baseline!r} is not a grid point")
+    check_budgets(points)
+    return Grid(base.name, points, baseline)
+
+
+def load(spec: str | Path, overrides: dict[str, Any] | None = None) -> Grid:
+    """The grid of an ablation file.
+
+    Args:
+      spec: `path/to/ablation.py` or `path/to/ablation.py:arg` (e.g. `ablations/width.py:smoke`).
+      overrides: dotted config keys applied to the base config of every point, e.g. `{"train.epochs": 20}`.
+
+    Returns:
+      The validated grid (ConfigError or BudgetError before anything trains).
+    """
+    path, _, arg = str(spec).partition(":")
+    module = config_lib.load_module(path)
+    base = config_lib.with_overrides(module.get_config(arg or None), overrides or {})
+    return from_module(module, base)
 
 
 def check_budgets(points: Sequence[Point]) -> dict[str, int]:
@@ -129,15 +135,13 @@ def check_budgets(points: Sequence[Point]) -> dict[str, int]:
     for p in points:
         try:
             validate.check(p.config)
-        except validate.ConfigError as e:
-            raise validate.ConfigError(f"grid point {p.name}: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"grid point {p.name}: {e}") from None
         counts[p.name] = n = models.count_params(models.build(p.config))
         if n > p.config.max_params:
             over.append(f"{p.name} has {n:,} (limit {p.config.max_params:,})")
     if over:
-        raise models.BudgetError(
-            f"{len(over)} of {len(points)} grid points over the parameter budget: " + "; ".join(over)
-        )
+        raise BudgetError(f"{len(over)} of {len(points)} grid points over the parameter budget: " + "; ".join(over))
     return counts
 
 
@@ -149,9 +153,9 @@ def point_status(point: Point, workdir: Path) -> str:
     d = workdir / point.name
     if not (d / "config.json").exists():
         return "new"
-    diffs = checkpoints.config_differences(json.loads((d / "config.json").read_text()), point.config.to_dict())
+    diffs = config_lib.differences(json.loads((d / "config.json").read_text()), point.config.to_dict())
     if diffs:
-        raise cmdline.UsageError(
+        raise RunError(
             f"{d} holds a run of a different config ({'; '.join(diffs)}); "
             "use another --workdir, or delete that directory to redo the point"
         )
@@ -160,12 +164,10 @@ def point_status(point: Point, workdir: Path) -> str:
 
 def run_grid(points: Sequence[Point], workdir: str | Path, only: Sequence[str] = (), progress: bool = True) -> None:
     """Train every (selected) point that has not finished; each point's wall time accumulates in ablate.json."""
-    from fmnist_jax import run  # heavy imports only once the grid is known good
-
     workdir = Path(workdir)
     unknown = set(only) - {p.name for p in points}
     if unknown:
-        raise cmdline.UsageError(f"unknown --point {sorted(unknown)}; grid points: {[p.name for p in points]}")
+        raise ConfigError(f"unknown grid point(s) {sorted(unknown)}; grid points: {[p.name for p in points]}")
     selected = [p for p in points if not only or p.name in only]
     statuses = [point_status(p, workdir) for p in selected]
     for i, (p, status) in enumerate(zip(selected, statuses)):
@@ -178,29 +180,12 @@ def run_grid(points: Sequence[Point], workdir: str | Path, only: Sequence[str] =
         d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         try:
-            summary = run.train_and_evaluate(p.config, d, progress=progress)
+            summary = train.train_and_evaluate(p.config, d, progress=progress)
         finally:
             record = json.loads((d / "ablate.json").read_text()) if (d / "ablate.json").exists() else {}
             record["wall_s"] = record.get("wall_s", 0.0) + time.perf_counter() - t0
             write_json(d / "ablate.json", record, indent=None)
-        print(run.format_summary(summary), flush=True)
-
-
-def paired(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float]:
-    """Mean of b - a over the same (fold, seed) members, and the paired t-test's two-sided p-value.
-
-    NaN when the two points do not share exactly the same members, or (p only) with fewer than two.
-    """
-    va = {(m["fold"], m["seed"]): m[key] for m in a}
-    vb = {(m["fold"], m["seed"]): m[key] for m in b}
-    if set(va) != set(vb):
-        return float("nan"), float("nan")
-    order = sorted(va)
-    x, y = np.array([va[k] for k in order]), np.array([vb[k] for k in order])
-    delta = float((y - x).mean())
-    if len(order) < 2 or np.all(y - x == (y - x)[0]):
-        return delta, float("nan")  # no spread of differences: the t statistic is undefined
-    return delta, float(stats.ttest_rel(y, x).pvalue)
+        print(train.format_summary(summary), flush=True)
 
 
 def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> Table:
@@ -232,7 +217,7 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
         }
         for split in ("test", "val"):
             row[f"{split}_delta"], row[f"{split}_p"] = (
-                paired(ref["members"], s["members"], f"{split}_accuracy")
+                stats.paired(ref["members"], s["members"], f"{split}_accuracy")
                 if ref and p.name != baseline
                 else (float("nan"), float("nan"))
             )
@@ -245,10 +230,6 @@ def write_csv(table: Table, path: str | Path) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(table)
-
-
-def _pct(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def _delta(d: float, p: float) -> str:
@@ -269,37 +250,11 @@ def to_markdown(table: Table, baseline: str) -> str:
         overrides = r["overrides"].replace("|", "\\|")  # a bare | would split the cell
         lines.append(
             f"| {name} | `{overrides}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
-            f"{r['members']} | {_pct(r['val_acc_mean'], r['val_acc_std'])} | "
-            f"{_pct(r['test_acc_mean'], r['test_acc_std'])} | {_delta(r['test_delta'], r['test_p'])} | "
+            f"{r['members']} | {stats.pct(r['val_acc_mean'], r['val_acc_std'], '')} | "
+            f"{stats.pct(r['test_acc_mean'], r['test_acc_std'], '')} | {_delta(r['test_delta'], r['test_p'])} | "
             f"{_delta(r['val_delta'], r['val_p'])} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def bar_chart(table: Table, title: str = "", baseline: str | None = None) -> Figure:
-    """Val and test accuracy per point, mean ± std over members as error bars (y axis zoomed to the data).
-
-    Takes any table with `point`, `{val,test}_acc_{mean,std}` columns (ablations, reports).
-    """
-    names = [r["point"] for r in table]
-    x = np.arange(len(names))
-    fig = Figure(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6))
-    ax = fig.add_subplot()
-    lows = []
-    for offset, split, color in ((-0.2, "val", "tab:blue"), (0.2, "test", "tab:orange")):
-        mean = np.array([100 * r[f"{split}_acc_mean"] for r in table])
-        std = np.array([100 * r[f"{split}_acc_std"] for r in table])
-        ax.bar(x + offset, mean, 0.4, yerr=std, capsize=3, color=color, label=split)
-        lows.append((mean - std).min())
-    top = max(100 * max(r[f"{s}_acc_mean"] + r[f"{s}_acc_std"] for s in ("val", "test")) for r in table)
-    pad = max(0.5, 0.15 * (top - min(lows)))
-    ax.set_ylim(min(lows) - pad, top + pad)
-    ax.set_xticks(x, [f"{n}\n(baseline)" if n == baseline else n for n in names], rotation=30, ha="right")
-    ax.set_ylabel("accuracy % (mean ± std)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig
 
 
 def sweep_yaml(ablation: str, points: Sequence[Point], workdir: str, overrides: Sequence[str]) -> str:
@@ -350,7 +305,7 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
         + (f"\nNot finished yet: {', '.join(pending)}\n" if pending else "")
         + f"\nCommand: `{command}`\n"
     )
-    fig = bar_chart(table, f"{name}\n{budget_line(points)}", baseline)
+    fig = plots.bar_chart(table, f"{name}\n{budget_line(points)}", baseline)
     plots.save(fig, out / "chart.png")
     (out / "command.txt").write_text(command + "\n")
     (out / "summaries").mkdir(exist_ok=True)
@@ -359,50 +314,30 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
     return table
 
 
-def _define(fv: flags.FlagValues) -> None:
-    cmdline.define_config(fv)
-    flags.DEFINE_string("workdir", None, "One subdirectory per point, plus the table and chart.", flag_values=fv)
-    flags.DEFINE_multi_string("point", [], "Run only these points (repeatable); default all.", flag_values=fv)
-    flags.DEFINE_string(
-        "out", None, "Also write table, chart, summaries and command here (e.g. results/...).", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "export_sweep", None, "Write the grid as a W&B sweep YAML to this path and exit.", flag_values=fv
-    )
-    flags.DEFINE_bool("dry_run", False, "Expand the grid, check budgets, list the points and exit.", flag_values=fv)
-    flags.DEFINE_bool("progress", True, "Show progress bars.", flag_values=fv)
+def run(
+    grid: Grid,
+    workdir: str | Path,
+    only: Sequence[str] = (),
+    progress: bool = True,
+    out: str | Path | None = None,
+    command: str = "",
+) -> Table:
+    """Train a grid's unfinished points (resuming interrupted ones) and write its table and chart.
 
+    Args:
+      grid: from `load` (or `from_module`).
+      workdir: one subdirectory per point; the table, chart and summaries are written here too.
+      only: names of the points to train (default all); the table covers every finished point.
+      progress: show progress bars.
+      out: a second folder for the table, chart, summaries and command (e.g. under `results/`).
+      command: the command line recorded with the results.
 
-def main(argv: list[str]) -> int:
-    if not argv or argv[0].startswith("-"):
-        raise cmdline.UsageError("usage: fmnist-jax ablate ABLATION.py[:arg] --workdir DIR [--config.KEY=VALUE ...]")
-    ablation, rest = argv[0], argv[1:]
-    fv = cmdline.parse(["--config", ablation] + rest, _define, required=("workdir",))
-    module = load_grid_module(ablation.split(":", 1)[0])
-    try:
-        points = expand(fv.config, module.get_grid(fv.config))
-    except (KeyError, TypeError, ValueError) as e:
-        raise cmdline.UsageError(f"{ablation}: {e.args[0] if e.args else e}") from e
-    baseline = getattr(module, "BASELINE", points[0].name)
-    if baseline not in {p.name for p in points}:
-        raise cmdline.UsageError(f"{ablation}: BASELINE {baseline!r} is not a grid point")
-    counts = check_budgets(points)
-    overrides = [a for a in rest if a.startswith("--config.")]
-    if fv.export_sweep:
-        Path(fv.export_sweep).write_text(sweep_yaml(ablation, points, fv.workdir, overrides))
-        print(f"wrote {fv.export_sweep}: `wandb sweep {fv.export_sweep}`, then `wandb agent SWEEP_ID` on each machine")
-        return 0
-    if fv.dry_run:
-        for p in points:
-            print(f"{p.name:20s} {counts[p.name]:>8,} params  {p.describe()}")
-        print(f"{len(points)} points within budget; baseline {baseline}; {budget_line(points)}")
-        return 0
-    workdir = Path(fv.workdir)
-    run_grid(points, workdir, fv.point, fv.progress)
-    command = shlex.join(["fmnist-jax", "ablate", *argv])
-    table = write_results(fv.config.name, points, workdir, workdir, baseline, command)
-    if fv.out:
-        write_results(fv.config.name, points, workdir, Path(fv.out), baseline, command)
-    print(to_markdown(table, baseline) if table else "no finished points yet")
-    print(f"wrote {workdir / 'table.md'}" + (f" and {fv.out}" if fv.out else ""))
-    return 0
+    Returns:
+      One row per finished point (see `COLUMNS`), paired against the baseline.
+    """
+    workdir = Path(workdir)
+    run_grid(grid.points, workdir, only, progress)
+    table = write_results(grid.name, grid.points, workdir, workdir, grid.baseline, command)
+    if out:
+        write_results(grid.name, grid.points, workdir, Path(out), grid.baseline, command)
+    return table

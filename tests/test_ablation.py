@@ -8,23 +8,23 @@ import chex
 import numpy as np
 import pytest
 import yaml
-from scipy import stats
+from scipy import stats as scipy_stats
 
-from fmnist_jax import ablate, models, run
-from fmnist_jax.cmdline import UsageError
+from fmnist_jax import ablation, config_lib, errors, models, plots, stats, train
+from fmnist_jax.commands import ablate as ablate_cmd
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def load(name: str):
-    return ablate.load_grid_module(REPO / "ablations" / f"{name}.py")
+    return config_lib.load_module(REPO / "ablations" / f"{name}.py")
 
 
 def test_augmentation_grid_expands_to_full_configs():
     module = load("augmentation")
     base = module.get_config()
     base.train.epochs = 7  # an override on the base reaches every point
-    points = ablate.expand(base, module.get_grid(base))
+    points = ablation.expand(base, module.get_grid(base))
     assert [p.name for p in points] == [
         "none",
         "hflip",
@@ -43,26 +43,28 @@ def test_augmentation_grid_expands_to_full_configs():
 
 
 def test_expand_refuses_unknown_keys_and_bad_names(tiny_config):
-    with pytest.raises(KeyError, match="model.widht"):
-        ablate.expand(tiny_config, [("a", {"model.widht": (4, 8)})])
-    with pytest.raises(KeyError, match="nope.x"):
-        ablate.expand(tiny_config, [("a", {"nope.x": 1})])
-    with pytest.raises(ValueError, match="repeated"):
-        ablate.expand(tiny_config, [("a", {}), ("a", {})])
-    with pytest.raises(ValueError, match="directory"):
-        ablate.expand(tiny_config, [("../a", {})])
+    with pytest.raises(errors.ConfigError, match="grid point a: 'model.widht'"):
+        ablation.expand(tiny_config, [("a", {"model.widht": (4, 8)})])
+    with pytest.raises(errors.ConfigError, match="nope.x"):
+        ablation.expand(tiny_config, [("a", {"nope.x": 1})])
+    with pytest.raises(errors.ConfigError, match="'train.epochs'.*cannot be cast"):  # a value of another type
+        ablation.expand(tiny_config, [("a", {"train.epochs": "many"})])
+    with pytest.raises(errors.ConfigError, match="repeated"):
+        ablation.expand(tiny_config, [("a", {}), ("a", {})])
+    with pytest.raises(errors.ConfigError, match="directory"):
+        ablation.expand(tiny_config, [("../a", {})])
 
 
 @pytest.mark.parametrize("name,arg", [("width", None), ("depth", None), ("depth", "fixed"), ("best_recipe", None)])
 def test_width_and_depth_grids_within_budget(name, arg):
     module = load(name)
     base = module.get_config(arg)
-    points = ablate.expand(base, module.get_grid(base))
-    counts = ablate.check_budgets(points)
-    assert max(counts.values()) <= models.MAX_PARAMS
+    points = ablation.expand(base, module.get_grid(base))
+    counts = ablation.check_budgets(points)
+    assert max(counts.values()) <= base.max_params == 100_000
     assert "grid" not in points[0].config  # grid options are not part of what trains
     if name == "depth" and arg is None:  # fit_width: depths compared at (nearly) equal parameter counts
-        assert min(counts.values()) > 0.95 * models.MAX_PARAMS
+        assert min(counts.values()) > 0.95 * base.max_params
     if name == "depth" and arg == "fixed":
         assert len({tuple(p.config.model.widths) for p in points}) == 1
         assert sorted(counts.values()) == list(counts.values())
@@ -92,9 +94,9 @@ def test_over_budget_point_refused_before_anything_trains(tiny_config, tmp_path,
     path = write_ablation(
         tmp_path / "ablations", tiny_config, {"small": {"model.widths": (8, 16)}, "big": {"model.widths": (32, 64)}}
     )
-    monkeypatch.setattr(run, "train_and_evaluate", lambda *a, **k: pytest.fail("trained before the budget check"))
-    with pytest.raises(models.BudgetError, match=r"1 of 2 grid points .*: big has 19,562 \(limit 3,000\)"):
-        ablate.main([str(path), "--workdir", str(tmp_path / "work")])
+    monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("trained before the budget check"))
+    with pytest.raises(errors.BudgetError, match=r"1 of 2 grid points .*: big has 19,562 \(limit 3,000\)"):
+        ablate_cmd.main([str(path), "--workdir", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists()
 
 
@@ -104,30 +106,30 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
     tiny_config.wandb.mode = "disabled"
     path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {"augment": "none"}, "b": {"augment": "flip_lr"}})
     work = tmp_path / "work"
-    ablate.main([str(path), "--workdir", str(work), "--point", "a", "--progress=false"])
+    ablate_cmd.main([str(path), "--workdir", str(work), "--point", "a", "--progress=false"])
     assert (work / "a" / "summary.json").exists() and not (work / "b").exists()
 
-    real_epoch = run.train_epoch
+    real_epoch = train.train_epoch
 
     def interrupted(exp, state, epoch, progress=True):
         if epoch == 1:
             raise KeyboardInterrupt  # b is killed in its second epoch, after the first one's checkpoint
         return real_epoch(exp, state, epoch, progress)
 
-    monkeypatch.setattr(run, "train_epoch", interrupted)
+    monkeypatch.setattr(train, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ablate.main([str(path), "--workdir", str(work), "--progress=false"])
+        ablate_cmd.main([str(path), "--workdir", str(work), "--progress=false"])
     assert (
         not (work / "b" / "summary.json").exists()
         and json.loads((work / "b" / "ablate.json").read_text())["wall_s"] > 0
     )
 
-    monkeypatch.setattr(run, "train_epoch", real_epoch)
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
     trained = []
-    real = run.train_and_evaluate
-    monkeypatch.setattr(run, "train_and_evaluate", lambda c, d, **k: trained.append(Path(d).name) or real(c, d, **k))
+    real = train.train_and_evaluate
+    monkeypatch.setattr(train, "train_and_evaluate", lambda c, d, **k: trained.append(Path(d).name) or real(c, d, **k))
     capsys.readouterr()
-    ablate.main([str(path), "--workdir", str(work), "--progress=false"])
+    ablate_cmd.main([str(path), "--workdir", str(work), "--progress=false"])
     assert trained == ["b"]
     out = capsys.readouterr().out
     assert "[1/2] a (augment=none): finished, skipped" in out and "[2/2] b (augment=flip_lr): resuming" in out
@@ -137,12 +139,12 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
     assert int(table[1]["members"]) == 1 and not np.isnan(float(table[1]["test_delta"]))
     assert (work / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
-    ablate.main([str(path), "--workdir", str(work), "--progress=false"])  # all done: nothing trains
+    ablate_cmd.main([str(path), "--workdir", str(work), "--progress=false"])  # all done: nothing trains
     assert trained == ["b"]
-    with pytest.raises(UsageError, match="unknown --point"):
-        ablate.main([str(path), "--workdir", str(work), "--point", "c"])
-    with pytest.raises(UsageError, match="different config.*train.epochs"):  # never mixes runs in one table
-        ablate.main([str(path), "--workdir", str(work), "--config.train.epochs=3"])
+    with pytest.raises(errors.ConfigError, match="unknown grid point"):
+        ablate_cmd.main([str(path), "--workdir", str(work), "--point", "c"])
+    with pytest.raises(errors.RunError, match="different config.*train.epochs"):  # never mixes runs in one table
+        ablate_cmd.main([str(path), "--workdir", str(work), "--config.train.epochs=3"])
 
 
 def csvrows(path: Path):
@@ -156,10 +158,10 @@ def members(acc: list[float], folds=(0, 1, 2)) -> list[dict]:
 
 def test_paired_test_matches_members_by_fold_and_seed():
     a, b = [0.80, 0.82, 0.85], [0.81, 0.84, 0.86]
-    delta, p = ablate.paired(members(a), list(reversed(members(b))), "test_accuracy")  # order must not matter
+    delta, p = stats.paired(members(a), list(reversed(members(b))), "test_accuracy")  # order must not matter
     chex.assert_trees_all_close(delta, np.mean(np.subtract(b, a)))
-    chex.assert_trees_all_close(p, stats.ttest_rel(b, a).pvalue)
-    assert all(np.isnan(ablate.paired(members(a), members(b, folds=(0, 1, 3)), "test_accuracy")))
+    chex.assert_trees_all_close(p, scipy_stats.ttest_rel(b, a).pvalue)
+    assert all(np.isnan(stats.paired(members(a), members(b, folds=(0, 1, 3)), "test_accuracy")))
 
 
 def test_markdown_and_chart_from_a_table():
@@ -179,18 +181,18 @@ def test_markdown_and_chart_from_a_table():
         val_p=float("nan"),
         wall_s=12.0,
     )
-    md = ablate.to_markdown([row, dict(row, point="base", overrides="augment=flip_lr|flip_ud")], "base")
+    md = ablation.to_markdown([row, dict(row, point="base", overrides="augment=flip_lr|flip_ud")], "base")
     assert "`augment=flip_lr\\|flip_ud`" in md
     assert "| p | `augment=none` | 1,000 | 2.00 | 3 | 90.00 ± 1.00 | 89.00 ± 2.00 | +0.40 (p=0.030) | — | 12 |" in md
     assert "**base**" in md
-    fig = ablate.bar_chart([row, dict(row, point="base")], "t", baseline="base")
+    fig = plots.bar_chart([row, dict(row, point="base")], "t", baseline="base")
     assert len(fig.axes[0].patches) == 4
 
 
 def test_sweep_export_is_a_wandb_grid_over_points(tmp_path):
     out = tmp_path / "sweep.yaml"
     assert (
-        ablate.main(
+        ablate_cmd.main(
             [
                 str(REPO / "ablations" / "width.py"),
                 "--workdir",

@@ -8,8 +8,10 @@ from PIL import Image
 
 from conftest import make_images
 from deploy_helpers import export_untrained, npy_header
-from fmnist_jax import cmdline, data, predict, run
-from fmnist_jax.exported import ExportedModel
+from fmnist_jax import data, prediction, train
+from fmnist_jax.commands import predict as predict_cmd
+from fmnist_jax.commands.parsing import UsageError
+from fmnist_jax.artifact import ExportedModel
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def files(model_dir, tmp_path):
 def test_predict_files_matches_the_model(model_dir, files):
     out, x = model_dir
     model = ExportedModel.load(out)
-    result = predict.predict_files(model, files)
+    result = prediction.predict_files(model, files)
     assert [(r["file"].rsplit("/", 1)[1], r["index"]) for r in result["predictions"]] == [
         ("a.png", 0),
         ("b_negative.png", 0),
@@ -54,7 +56,7 @@ def test_a_file_over_the_limits_is_reported_alone(model_dir, files, tmp_path):
     out, x = model_dir
     (tmp_path / "huge.npy").write_bytes(npy_header((10**6, 28, 28)))
     huge = str(tmp_path / "huge.npy")
-    result = predict.predict_files(ExportedModel.load(out), [files[0], huge])
+    result = prediction.predict_files(ExportedModel.load(out), [files[0], huge])
     assert [r["file"] for r in result["predictions"]] == [files[0]]
     assert result["errors"] == [{"file": huge, "error": f"{huge}: 1000000 images are over the limit of 100000"}]
 
@@ -62,18 +64,18 @@ def test_a_file_over_the_limits_is_reported_alone(model_dir, files, tmp_path):
 def test_an_empty_batch_is_an_error_not_silence(model_dir, files, tmp_path, capsys):
     out, _ = model_dir
     np.save(tmp_path / "empty.npy", np.zeros((0, 28, 28), np.uint8))
-    assert predict.main(["--model", str(out), str(tmp_path / "empty.npy")]) == 1
+    assert predict_cmd.main(["--model", str(out), str(tmp_path / "empty.npy")]) == 1
     assert "empty.npy: holds no images" in capsys.readouterr().err
 
 
 def test_command_text_and_json(model_dir, files, capsys):
     out, _ = model_dir
-    assert predict.main(["--model", str(out), *files]) == 1  # bad files make the exit code 1 ...
+    assert predict_cmd.main(["--model", str(out), *files]) == 1  # bad files make the exit code 1 ...
     text, err = capsys.readouterr()
     lines = text.splitlines()
     assert len(lines) == 5 and lines[0].startswith(files[0] + ": ") and lines[2].startswith(files[3] + "[0]: ")
     assert lines[0].count("%") == 3 and "notes.txt" in err and "missing.png" in err
-    assert predict.main(["--model", str(out), "--json", "--top_k", "1", files[0], files[3]]) == 0  # ... good ones 0
+    assert predict_cmd.main(["--model", str(out), "--json", "--top_k", "1", files[0], files[3]]) == 0  # ... good ones 0
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["predictions"]) == 4 and doc["errors"] == [] and doc["model"] == {"fold": 0, "seed": 0}
     assert set(doc["predictions"][0]) >= {"file", "index", "class", "class_index", "probability", "probabilities"}
@@ -81,7 +83,7 @@ def test_command_text_and_json(model_dir, files, capsys):
 
 def test_invert_flag_changes_the_input(model_dir, files, capsys):
     out, x = model_dir
-    predict.main(["--model", str(out), "--json", "--invert", "no", files[2]])
+    predict_cmd.main(["--model", str(out), "--json", "--invert", "no", files[2]])
     got = json.loads(capsys.readouterr().out)["predictions"][0]["probabilities"]
     want = ExportedModel.load(out).probabilities(255 - x[1:2])[0]
     np.testing.assert_allclose([got[c] for c in data.CLASS_NAMES], want, rtol=1e-5)
@@ -89,17 +91,17 @@ def test_invert_flag_changes_the_input(model_dir, files, capsys):
 
 def test_usage_errors(model_dir, files, tmp_path):
     out, _ = model_dir
-    with pytest.raises(cmdline.UsageError, match="exactly one of"):
-        predict.main([files[0]])
-    with pytest.raises(cmdline.UsageError, match="no input files"):
-        predict.main(["--model", str(out)])
-    with pytest.raises(cmdline.UsageError, match="not an exported model folder"):
-        predict.main(["--model", str(tmp_path), files[0]])
+    with pytest.raises(UsageError, match="exactly one of"):
+        predict_cmd.main([files[0]])
+    with pytest.raises(UsageError, match="no input files"):
+        predict_cmd.main(["--model", str(out)])
+    with pytest.raises(UsageError, match="not an exported model folder"):
+        predict_cmd.main(["--model", str(tmp_path), files[0]])
 
 
 def test_predict_from_a_trained_run(tiny_config, tmp_path, files, capsys):
     workdir = tmp_path / "run"
-    run.train_and_evaluate(tiny_config, workdir, progress=False)
-    assert predict.main(["--workdir", str(workdir), "--member", "0,0", "--json", files[0]]) == 0
+    train.train_and_evaluate(tiny_config, workdir, progress=False)
+    assert predict_cmd.main(["--workdir", str(workdir), "--member", "0,0", "--json", files[0]]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["model"]["fold"], doc["model"]["seed"]) == (0, 0) and len(doc["predictions"]) == 1

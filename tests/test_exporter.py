@@ -12,22 +12,23 @@ import numpy as np
 import pytest
 
 from deploy_helpers import tiny_member
-from fmnist_jax import cmdline, data, export, models, run
+from fmnist_jax import data, errors, exporter, models, train
+from fmnist_jax.commands import export as export_cmd
 from fmnist_jax.errors import Diverged
-from fmnist_jax.exported import MANIFEST_FILE, MODEL_FILE, ExportedModel, ModelFileError
+from fmnist_jax.artifact import MANIFEST_FILE, MODEL_FILE, ExportedModel, ModelFileError
 
 
 @pytest.fixture
 def exported(tiny_config, tmp_path):
     trained, test_images = tiny_member(tiny_config)
-    manifest = export.export_model(trained, tmp_path / "model")
+    manifest = exporter.export_model(trained, tmp_path / "model")
     return trained, test_images, tmp_path / "model", manifest
 
 
 def test_matches_flax_for_any_batch_size(exported):
     trained, test_images, out, _ = exported
     loaded = ExportedModel.load(out)
-    flax_fn = jax.jit(export.inference_fn(trained.config, trained.model, trained.variables))
+    flax_fn = jax.jit(exporter.inference_fn(trained.config, trained.model, trained.variables))
     rng = np.random.default_rng(0)
     for n in (1, 5, 300):  # 300: two chunks, the second padded from 44 to 64
         x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
@@ -66,12 +67,12 @@ BLOCKED_LOADER = textwrap.dedent("""
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in BLOCKED or (name.startswith("fmnist_jax.") and name != "fmnist_jax.exported"):
+            if name.split(".")[0] in BLOCKED or (name.startswith("fmnist_jax.") and name != "fmnist_jax.artifact"):
                 raise ImportError(f"blocked import of {name}")
 
     sys.meta_path.insert(0, Block())
     import numpy as np
-    from fmnist_jax.exported import ExportedModel
+    from fmnist_jax.artifact import ExportedModel
     model = ExportedModel.load(sys.argv[1])
     np.save(sys.argv[3], model.logits(np.load(sys.argv[2])))
     print(sorted(m for m in sys.modules if m.startswith("fmnist_jax")))
@@ -88,15 +89,15 @@ def test_loader_needs_only_jax_and_numpy(exported, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "['fmnist_jax', 'fmnist_jax.exported']"
-    want = jax.jit(export.inference_fn(trained.config, trained.model, trained.variables))(test_images[:9])
+    assert proc.stdout.strip() == "['fmnist_jax', 'fmnist_jax.artifact']"
+    want = jax.jit(exporter.inference_fn(trained.config, trained.model, trained.variables))(test_images[:9])
     chex.assert_trees_all_close(np.load(tmp_path / "y.npy"), np.asarray(want), atol=1e-5, rtol=1e-5)
 
 
 def test_export_command_on_a_trained_run(tiny_config, tmp_path, capsys):
     workdir, out = tmp_path / "run", tmp_path / "model"
-    summary = run.train_and_evaluate(tiny_config, workdir, progress=False)
-    assert export.main(["--workdir", str(workdir), "--out", str(out)]) == 0
+    summary = train.train_and_evaluate(tiny_config, workdir, progress=False)
+    assert export_cmd.main(["--workdir", str(workdir), "--out", str(out)]) == 0
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     best = max(summary["members"], key=lambda m: m["val_accuracy"])
     assert (manifest["member"]["fold"], manifest["member"]["seed"]) == (best["fold"], best["seed"])
@@ -108,16 +109,16 @@ def test_export_command_on_a_trained_run(tiny_config, tmp_path, capsys):
 
     other = summary["members"][1 - summary["members"].index(best)]
     assert (
-        export.main(
+        export_cmd.main(
             ["--workdir", str(workdir), "--out", str(out), "--member", f"{other['fold']},{other['seed']}", "--nocheck"]
         )
         == 0
     )
     assert json.loads((out / MANIFEST_FILE).read_text())["member"]["fold"] == other["fold"]
-    with pytest.raises(cmdline.UsageError, match="no member fold=7 seed=0"):
-        export.main(["--workdir", str(workdir), "--out", str(out), "--member", "7,0"])
-    with pytest.raises(cmdline.UsageError, match="no readable summary.json"):
-        export.main(["--workdir", str(tmp_path / "empty"), "--out", str(out)])
+    with pytest.raises(errors.RunError, match="no member fold=7 seed=0"):
+        export_cmd.main(["--workdir", str(workdir), "--out", str(out), "--member", "7,0"])
+    with pytest.raises(errors.RunError, match="no readable summary.json"):
+        export_cmd.main(["--workdir", str(tmp_path / "empty"), "--out", str(out)])
 
 
 def test_non_finite_weights_are_neither_exported_nor_served(exported, tmp_path):
@@ -126,12 +127,12 @@ def test_non_finite_weights_are_neither_exported_nor_served(exported, tmp_path):
     params["Dense_0"]["kernel"][0, 0] = np.nan
     poisoned = dataclasses.replace(trained, variables={**trained.variables, "params": params})
     with pytest.raises(Diverged, match="non-finite weights .*not exporting"):
-        export.export_model(poisoned, tmp_path / "nan_model")
+        exporter.export_model(poisoned, tmp_path / "nan_model")
     assert not (tmp_path / "nan_model").exists()
     # An artifact with NaN weights made without that check is refused at load: predict and serve never answer NaN.
-    serialized, manifest = export.build_artifact(poisoned)
+    serialized, manifest = exporter.build_artifact(poisoned)
     (tmp_path / "forged").mkdir()
     (tmp_path / "forged" / MODEL_FILE).write_bytes(serialized)
-    export.write_manifest(tmp_path / "forged", manifest)
+    exporter.write_manifest(tmp_path / "forged", manifest)
     with pytest.raises(ModelFileError, match="non-finite logits"):
         ExportedModel.load(tmp_path / "forged")

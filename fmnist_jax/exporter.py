@@ -1,8 +1,8 @@
-"""`fmnist-jax export --workdir RUN --out DIR [--member FOLD,SEED]`: one trained member -> a self-contained model.
+"""One trained member -> a self-contained model (what `fmnist-jax export` writes and `predict --workdir` runs).
 
 The member's inference function (uint8 images -> scale -> normalise -> CNN -> logits) is
 exported with `jax.export` for a symbolic batch size, weights baked in as constants, so
-the artifact runs with jax + numpy alone (`fmnist_jax.exported`) on any batch size and on
+the artifact runs with jax + numpy alone (`fmnist_jax.artifact`) on any batch size and on
 CPU or CUDA. The manifest records classes, preprocessing, provenance and accuracy, and
 export checks itself: the reloaded artifact is run on the real test set and compared with
 the Flax model before anything is reported.
@@ -22,11 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import flags
 
-from fmnist_jax import cmdline, data, models, train
-from fmnist_jax.errors import Diverged
-from fmnist_jax.exported import FORMAT, MANIFEST_FILE, MODEL_FILE, ExportedModel
+from fmnist_jax import data, images, models, restore, steps
+from fmnist_jax.errors import Diverged, RunError
+from fmnist_jax.artifact import FORMAT, MANIFEST_FILE, MODEL_FILE, ExportedModel
 from fmnist_jax.writers import write_json
 
 PLATFORMS = ("cpu", "cuda")
@@ -48,46 +47,35 @@ def inference_fn(
     """uint8 [B, 28, 28] -> logits [B, 10], with exactly the training eval preprocessing (and flip averaging)."""
 
     def fn(images_u8: jax.Array) -> jax.Array:
-        x = train.normalize(train.preprocess(images_u8), config)
-        return train.infer(model.apply, variables, x, config.eval.tta_flip)
+        x = steps.normalize(steps.preprocess(images_u8), config)
+        return steps.infer(model.apply, variables, x, config.eval.tta_flip)
 
     return fn
 
 
-def load_member(workdir: str | Path, member: str | None = None) -> TrainedMember:
-    """Restore one member of a run: `member='FOLD,SEED'`, or the best by validation accuracy."""
-    from fmnist_jax import evaluate, members  # lazy: orbax is only needed when restoring
-
+def load_member(workdir: str | Path, member: tuple[int, int] | None = None) -> TrainedMember:
+    """Restore one member of a finished run: `member=(fold, seed)`, or the best by validation accuracy."""
     workdir = Path(workdir)
     try:
         summary = json.loads((workdir / "summary.json").read_text())
     except (OSError, ValueError) as e:
-        raise cmdline.UsageError(
-            f"{workdir}: no readable summary.json ({e}); is it a finished `fmnist-jax train` run?"
-        ) from e
-    config, ms, state = evaluate.load_trained(workdir)
+        raise RunError(f"{workdir}: no readable summary.json ({e}); is it a finished `fmnist-jax train` run?") from e
+    run = restore.restore(workdir)
     if member is None:
         i = int(np.argmax([m["val_accuracy"] for m in summary["members"]]))
-    else:
-        try:
-            i = evaluate.member_index(ms, *evaluate.parse_member(member))
-        except ValueError as e:
-            raise cmdline.UsageError(str(e)) from e
-    s = members.unstack(state, i)
-    row = summary["members"][i]
-    if (row["fold"], row["seed"]) != (ms[i].fold, ms[i].seed):
-        raise RuntimeError(f"{workdir}: summary.json and the checkpoint list members in different orders")
+        member = run.members[i].fold, run.members[i].seed
+    run = run.select(*member)
+    (row,) = [m for m in summary["members"] if (m["fold"], m["seed"]) == member]
     info = {
-        "fold": ms[i].fold,
-        "seed": ms[i].seed,
+        "fold": member[0],
+        "seed": member[1],
         "val_accuracy": row["val_accuracy"],
         "test_accuracy": row["test_accuracy"],
         "data_digest": summary.get("data_digest"),
         "workdir": str(workdir.resolve()),
-        "step": int(s.step),
+        "epoch": run.epoch,
     }
-    variables = {"params": s.params, "batch_stats": s.batch_stats}
-    return TrainedMember(config, models.build(config), variables, info)
+    return TrainedMember(run.config, run.model, run.member_variables(0), info)
 
 
 def write_manifest(out: str | Path, manifest: dict[str, Any]) -> None:
@@ -114,8 +102,7 @@ def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORM
         "preprocessing": {
             "in_model": f"x / 255, then (x - {c.normalize.mean}) / {c.normalize.std}",
             "normalize": {"mean": float(c.normalize.mean), "std": float(c.normalize.std)},
-            "files": "fmnist_jax.images: greyscale; invert auto|yes|no (auto: border mean > 127.5); "
-            "non-28x28 images: trim dark border, longest edge to 28 (Lanczos), centre on black",
+            "files": images.RULES,
         },
         "model": {"name": c.name, **c.model.to_dict(), "params": models.count_params(trained.model)},
         "member": trained.info,
@@ -165,39 +152,3 @@ def check_against_flax(
         "max_abs_logit_diff_vs_flax": float(np.abs(got - want).max()),
         "argmax_agreement_vs_flax": float((got.argmax(-1) == want.argmax(-1)).mean()),
     }
-
-
-def _define(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string("workdir", None, "A finished `fmnist-jax train` run.", flag_values=fv)
-    flags.DEFINE_string("out", None, "Folder for model.jax and manifest.json.", flag_values=fv)
-    flags.DEFINE_string(
-        "member", None, "FOLD,SEED of the member to export (default: best validation accuracy).", flag_values=fv
-    )
-    flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms the artifact can run on.", flag_values=fv)
-    flags.DEFINE_bool(
-        "check", True, "Verify the artifact on the run's test set against the Flax model.", flag_values=fv
-    )
-
-
-def main(argv: list[str]) -> int:
-    fv = cmdline.parse(argv, _define, required=("workdir", "out"))
-    trained = load_member(fv.workdir, fv.member)
-    manifest = export_model(trained, fv.out, tuple(fv.platforms))
-    if fv.check:
-        c = trained.config
-        ds = data.load(c.data.dir or None, c.data.source, c.data.verify)
-        if trained.info.get("data_digest") not in (None, ds.digest):
-            raise data.DataError(f"test data digest {ds.digest} differs from the run's {trained.info['data_digest']}")
-        manifest["check"] = check = check_against_flax(trained, fv.out, ds.test_images, ds.test_labels)
-        write_manifest(fv.out, manifest)
-        print(
-            f"check on {check['test_images']} test images: accuracy {100 * check['exported_test_accuracy']:.2f}% "
-            f"(run reported {100 * manifest['test_accuracy']:.2f}%), max |logit diff| vs Flax "
-            f"{check['max_abs_logit_diff_vs_flax']:.2e}"
-        )
-    m = manifest["member"]
-    print(
-        f"exported fold {m['fold']} seed {m['seed']} ({manifest['model']['params']:,} params) "
-        f"to {Path(fv.out) / MODEL_FILE} and {MANIFEST_FILE}"
-    )
-    return 0

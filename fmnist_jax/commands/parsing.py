@@ -7,36 +7,46 @@ Each command module defines its flags on the FlagValues it is handed and exposes
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Callable
 
 from absl import flags
 from ml_collections import config_flags
+
+from fmnist_jax import config_lib
 
 
 class UsageError(Exception):
     """Bad command-line input; printed without a traceback."""
 
 
-def _configs_importable(argv: list[str]) -> None:
-    """Let a config file `from configs import default` wherever the command runs from."""
+def _config_file(argv: list[str]) -> str | None:
     for i, a in enumerate(argv):
-        path = (
-            a.split("=", 1)[1]
-            if a.startswith("--config=")
-            else argv[i + 1]
-            if a == "--config" and i + 1 < len(argv)
-            else None
-        )
-        if path:
-            root = str(Path(path.split(":", 1)[0]).resolve().parent.parent)
-            if root not in sys.path:
-                sys.path.insert(0, root)
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
 
 def define_config(fv: flags.FlagValues) -> None:
     """`--config FILE[:arg]` with `--config.KEY=VALUE` overrides (unknown keys are errors)."""
     config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].", flag_values=fv)
+
+
+def define_member(fv: flags.FlagValues, help_text: str) -> None:
+    """`--member FOLD,SEED`, read back with `member(fv)`."""
+    flags.DEFINE_string("member", None, help_text, flag_values=fv)
+
+
+def member(fv: flags.FlagValues) -> tuple[int, int] | None:
+    """`--member FOLD,SEED` as (fold, seed), or None when not given."""
+    if fv.member is None:
+        return None
+    try:
+        fold, seed = (int(x) for x in fv.member.split(","))
+    except ValueError as e:
+        raise UsageError(f"--member must be FOLD,SEED (two integers), got {fv.member!r}") from e
+    return fold, seed
 
 
 def _one_line(e: Exception) -> str:
@@ -54,7 +64,9 @@ def parse(
     if repeated:  # absl would concatenate repeated tuple overrides: (1,) and (2,) -> (1, 2)
         raise UsageError(f"{', '.join(repeated)} given more than once")
     fv = flags.FlagValues()
-    _configs_importable(argv)
+    config_file = _config_file(argv)
+    if config_file:
+        config_lib.make_importable(config_file)
     saved, sys.argv = sys.argv, ["fmnist-jax"] + argv  # config_flags reads sys.argv to define override flags
     try:
         define(fv)

@@ -1,4 +1,4 @@
-"""`fmnist-jax serve --model DIR [--host 127.0.0.1] [--port 8000]`: an HTTP service over an exported model.
+"""An HTTP inference service over an exported model (what `fmnist-jax serve` runs): routes, limits, decoding.
 
 Endpoints (FastAPI on uvicorn; the schema is at `/openapi.json`, browsable at `/docs`):
 - `POST /predict`: a multipart upload (one or more files: PNG/JPEG/IDX/.npy), a raw file body
@@ -21,19 +21,18 @@ The model runs in the threadpool, so the event loop keeps accepting requests whi
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, cast
 
 import numpy as np
-from absl import flags
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import from_json
 from starlette.datastructures import UploadFile
 
-from fmnist_jax import cmdline, images
-from fmnist_jax.exported import ExportedModel, ModelFileError, describe
+from fmnist_jax import images
+from fmnist_jax.artifact import ExportedModel, describe
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 256
@@ -276,22 +275,6 @@ def create_app(model: ExportedModel, limits: Limits = DEFAULT_LIMITS) -> FastAPI
     return app
 
 
-def _define(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string("model", None, "An exported model folder (`fmnist-jax export`).", flag_values=fv)
-    flags.DEFINE_string(
-        "host", "127.0.0.1", "Interface to bind; 0.0.0.0 exposes the service to the network.", flag_values=fv
-    )
-    flags.DEFINE_integer("port", 8000, "TCP port.", lower_bound=0, upper_bound=65535, flag_values=fv)
-    flags.DEFINE_integer("max_batch", MAX_BATCH, "Most images per request.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer(
-        "max_body_bytes", MAX_BODY_BYTES, "Largest request body (and gzip inflation).", lower_bound=1, flag_values=fv
-    )
-    flags.DEFINE_integer("max_pixels", MAX_PIXELS, "Most pixels in one picture.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_float(
-        "read_timeout_s", READ_TIMEOUT_S, "Longest wait for a request body.", lower_bound=0.1, flag_values=fv
-    )
-
-
 def warm_up(model: ExportedModel, max_batch: int) -> None:
     """Compile every padded batch shape up front, so no request pays for compilation."""
     n = 1
@@ -300,23 +283,3 @@ def warm_up(model: ExportedModel, max_batch: int) -> None:
         if n >= max_batch:
             break
         n *= 2
-
-
-def main(argv: list[str]) -> int:
-    fv = cmdline.parse(argv, _define, required=("model",))
-    import uvicorn
-
-    try:
-        model = ExportedModel.load(Path(fv.model))
-    except ModelFileError as e:
-        raise cmdline.UsageError(str(e)) from e
-    limits = Limits(
-        max_body_bytes=fv.max_body_bytes,
-        max_batch=fv.max_batch,
-        max_pixels=fv.max_pixels,
-        read_timeout_s=fv.read_timeout_s,
-    )
-    warm_up(model, limits.max_batch)
-    app = create_app(model, limits)
-    uvicorn.run(app, host=fv.host, port=fv.port, timeout_keep_alive=KEEP_ALIVE_S)
-    return 0
