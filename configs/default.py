@@ -29,7 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.compile = ml_collections.ConfigDict(dict(cpu_conv="eigen"))  # fmnist_jax/backend.py: why Eigen
     # Where results go, not what is computed: these may change when a run is resumed.
     c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, max_to_keep=2))
-    c.wandb = ml_collections.ConfigDict(dict(mode="offline", project="fmnist_jax", entity="", group="", job_type=""))
+    c.wandb = ml_collections.ConfigDict(
+        dict(mode="offline", project="fmnist_jax", entity="", group="", job_type="", tags=())
+    )
     if a.smoke:
         c.name = "smoke"
         c.cv.folds = (0, 1)

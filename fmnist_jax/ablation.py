@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
 import shutil
 import time
@@ -28,7 +29,7 @@ import ml_collections
 import numpy as np
 import yaml
 
-from fmnist_jax import config_lib, models, plots, stats, train, validate
+from fmnist_jax import config_lib, models, plots, stats, tracking, train, validate
 from fmnist_jax.errors import BudgetError, ConfigError, RunError
 from fmnist_jax.writers import write_json
 
@@ -44,9 +45,15 @@ COLUMNS = (
     "test_acc_mean",
     "test_acc_std",
     "test_delta",
+    "test_ci_low",
+    "test_ci_high",
     "test_p",
+    "test_p_adj",
     "val_delta",
+    "val_ci_low",
+    "val_ci_high",
     "val_p",
+    "val_p_adj",
     "wall_s",
 )
 
@@ -78,7 +85,8 @@ def expand(base: ml_collections.ConfigDict, grid: Sequence[tuple[str, dict[str, 
     """One full config per grid point: the base (without its `grid` options) plus the point's values.
 
     An override of a key the base lacks, or of another type, is a ConfigError (a typo must not train
-    silently). W&B runs, when configured, are grouped by ablation with the point as job type.
+    silently). W&B runs keep the user's group (the ablation's name when none is given) and get the point as job
+    type and the ablation and point as tags.
     """
     points, seen = [], set()
     plain = ml_collections.ConfigDict(base.to_dict())
@@ -93,8 +101,9 @@ def expand(base: ml_collections.ConfigDict, grid: Sequence[tuple[str, dict[str, 
         except ConfigError as e:
             raise ConfigError(f"grid point {name}: {e}") from None
         c.name = f"{base.name}-{name}"
-        if "wandb" in c:
-            c.wandb.group, c.wandb.job_type = base.name, name
+        c.wandb.group = base.wandb.group or base.name
+        c.wandb.job_type = name
+        c.wandb.tags = (*base.wandb.tags, base.name, name)
         points.append(Point(name, dict(overrides), c))
     if not points:
         raise ConfigError("the grid has no points")
@@ -189,13 +198,11 @@ def run_grid(points: Sequence[Point], workdir: str | Path, only: Sequence[str] =
 
 
 def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> Table:
-    """One row per finished point (see COLUMNS); deltas and p-values are paired against `baseline`."""
+    """One row per finished point (see COLUMNS), paired against `baseline` over the same (fold, seed) members:
+    the mean difference, its 95% t-interval, the paired t-test's p and the Benjamini-Hochberg adjusted p
+    over the grid's comparisons (per split)."""
     workdir = Path(workdir)
-    summaries = {
-        p.name: json.loads((workdir / p.name / "summary.json").read_text())
-        for p in points
-        if (workdir / p.name / "summary.json").exists()
-    }
+    summaries = {p.name: read_summary(workdir, p.name) for p in points if (workdir / p.name / "summary.json").exists()}
     ref = summaries.get(baseline)
     rows = []
     for p in points:
@@ -216,13 +223,26 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
             "wall_s": json.loads(extra.read_text())["wall_s"] if extra.exists() else float("nan"),
         }
         for split in ("test", "val"):
-            row[f"{split}_delta"], row[f"{split}_p"] = (
-                stats.paired(ref["members"], s["members"], f"{split}_accuracy")
-                if ref and p.name != baseline
-                else (float("nan"), float("nan"))
-            )
+            key, d = f"{split}_accuracy", None
+            row[f"{split}_delta"], row[f"{split}_p"] = np.nan, np.nan
+            if ref is not None and p.name != baseline:
+                d = stats.paired_differences(ref["members"], s["members"], key)
+                row[f"{split}_delta"], row[f"{split}_p"] = stats.paired(ref["members"], s["members"], key)
+            row[f"{split}_ci_low"], row[f"{split}_ci_high"] = stats.confidence_interval(d)
         rows.append(row)
+    for split in ("test", "val"):
+        for row, adjusted in zip(rows, stats.adjust([r[f"{split}_p"] for r in rows])):
+            row[f"{split}_p_adj"] = adjusted
     return rows
+
+
+def read_summary(workdir: str | Path, point: str) -> dict[str, Any]:
+    """A finished point's summary (RunError if it has none or it is damaged)."""
+    path = Path(workdir) / point / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: no readable summary ({e}); train the point again to rewrite it") from None
 
 
 def write_csv(table: Table, path: str | Path) -> None:
@@ -232,14 +252,20 @@ def write_csv(table: Table, path: str | Path) -> None:
         w.writerows(table)
 
 
-def _delta(d: float, p: float) -> str:
+def _delta(r: dict[str, Any], split: str) -> str:
+    """'+0.40 [+0.10, +0.70] p=0.030 (adj. 0.060)': difference in points, its 95% CI, raw and BH-adjusted p."""
+    d = r[f"{split}_delta"]
     if np.isnan(d):
         return "—"
-    return f"{100 * d:+.2f} (p={p:.3f})" if not np.isnan(p) else f"{100 * d:+.2f} (p n/a)"
+    lo, hi, p, p_adj = (r.get(f"{split}_{k}", np.nan) for k in ("ci_low", "ci_high", "p", "p_adj"))
+    ci = f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if not np.isnan(lo) else ""
+    tests = f" p={p:.3f} (adj. {p_adj:.3f})" if not np.isnan(p) else " (p n/a)"
+    return f"{100 * d:+.2f}{ci}{tests}"
 
 
 def to_markdown(table: Table, baseline: str) -> str:
-    """A Markdown table; accuracies in %, deltas (points - baseline) with paired t-test p-values."""
+    """A Markdown table; accuracies in %, deltas (points - baseline) with 95% CIs, paired t-test p-values and
+    Benjamini-Hochberg adjusted ones."""
     lines = [
         "| point | overrides | params | MFLOPs/img | members | val acc % | test acc % | "
         f"Δ test vs {baseline} | Δ val vs {baseline} | wall s |",
@@ -251,27 +277,36 @@ def to_markdown(table: Table, baseline: str) -> str:
         lines.append(
             f"| {name} | `{overrides}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
             f"{r['members']} | {stats.pct(r['val_acc_mean'], r['val_acc_std'], '')} | "
-            f"{stats.pct(r['test_acc_mean'], r['test_acc_std'], '')} | {_delta(r['test_delta'], r['test_p'])} | "
-            f"{_delta(r['val_delta'], r['val_p'])} | {r['wall_s']:.0f} |"
+            f"{stats.pct(r['test_acc_mean'], r['test_acc_std'], '')} | {_delta(r, 'test')} | "
+            f"{_delta(r, 'val')} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def sweep_yaml(ablation: str, points: Sequence[Point], workdir: str, overrides: Sequence[str]) -> str:
-    """A W&B grid sweep over the points: each agent run trains one point (`--point`) into the shared layout."""
+def sweep_yaml(ablation: str, points: Sequence[Point], workdir: str | Path, overrides: Sequence[str]) -> str:
+    """A W&B grid sweep over the points: each agent run trains one point (`--point`) into the shared layout.
+
+    Paths are absolute, so agents may start anywhere that sees the same filesystem; W&B is online unless the
+    overrides say otherwise (an agent reports to its sweep); the sweep's metric is the point's mean validation
+    accuracy over its members (`val/accuracy` of the agent's run, see `tracking`).
+    """
+    path, _, arg = ablation.partition(":")
+    mode = [] if any(o.startswith("--config.wandb.mode") for o in overrides) else ["--config.wandb.mode=online"]
     spec = {
-        "name": Path(ablation.split(":", 1)[0]).stem,
+        "name": Path(path).stem,
         "method": "grid",
-        "program": "fmnist_jax/cli.py",
+        "metric": {"name": "val/accuracy", "goal": "maximize"},
+        "program": str(Path(__file__).resolve().with_name("cli.py")),
         "command": [
             "${env}",
             "${interpreter}",
             "${program}",
             "ablate",
-            ablation,
-            f"--workdir={workdir}",
+            str(Path(path).resolve()) + (f":{arg}" if arg else ""),
+            f"--workdir={Path(workdir).resolve()}",
             "--progress=false",
             *overrides,
+            *mode,
             "${args}",
         ],
         "parameters": {"point": {"values": [p.name for p in points]}},
@@ -300,7 +335,8 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
     (out / "table.md").write_text(
         f"# Ablation: {name}\n\nBudget: {budget_line(points)}. Baseline: **{baseline}**. "
         f"Accuracy is mean ± std over members; Δ is the mean paired difference (point - baseline) over the same "
-        f"(fold, seed) members, p the paired t-test's two-sided p-value.\n\n"
+        f"(fold, seed) members in points, with its 95% t-interval in brackets; p is the paired t-test's two-sided "
+        f"p-value and adj. the Benjamini-Hochberg adjusted one over this grid's comparisons.\n\n"
         + to_markdown(table, baseline)
         + (f"\nNot finished yet: {', '.join(pending)}\n" if pending else "")
         + f"\nCommand: `{command}`\n"
@@ -340,4 +376,6 @@ def run(
     table = write_results(grid.name, grid.points, workdir, workdir, grid.baseline, command)
     if out:
         write_results(grid.name, grid.points, workdir, Path(out), grid.baseline, command)
+    if not only and not os.environ.get(tracking.SWEEP_ENV):  # the whole grid's table, once it is this process's
+        tracking.log_table(grid.points[0].config, workdir, grid.name, table)
     return table

@@ -21,8 +21,13 @@ BatchOp = Callable[[jax.Array, jax.Array], jax.Array]  # (key, images[B, H, W, C
 REGISTRY: dict[str, Callable[..., ImageOp]] = {}
 
 
-def register(name: str):
+def register(name: str) -> Callable[[Callable[..., ImageOp]], Callable[..., ImageOp]]:
+    """Add an op factory under `name`; a name taken twice is an error (big_vision's registry refuses it too),
+    since the second op would silently change what every config using the name trains."""
+
     def wrap(factory: Callable[..., ImageOp]) -> Callable[..., ImageOp]:
+        if name in REGISTRY:
+            raise ValueError(f"augmentation op {name!r} is registered twice")
         REGISTRY[name] = factory
         return factory
 

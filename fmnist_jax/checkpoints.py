@@ -6,6 +6,11 @@ params, batch stats, optimiser state, step, augmentation keys; `StandardSave`) a
 The checkpoint step is the number of finished epochs. The state is always restored into
 an abstract target built with `jax.eval_shape` from the config alone, so restoring needs
 neither the dataset nor a training run, and the target carries the sharding to restore onto.
+
+The state holds the run's real members only, never the slots that pad the member axis to the
+mesh (`members.pad`), so a checkpoint restores on any device or process count. In a multi-process
+run every process saves and restores (Orbax writes each process's shards and the meta once, from
+process 0) and process 0 alone records the digests; the folder must be one every process sees.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from fmnist_jax import config_lib, members, models, steps
 from fmnist_jax.errors import CheckpointDamaged, CheckpointMismatch, NoCheckpoint
@@ -46,10 +51,13 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: steps.TrainState, meta:
     """Save after `epoch` finished epochs, wait for it, and record the SHA-256 of its files in `digests.json`.
 
     Waiting costs little at this size and is what lets the digest describe the finished files; a restore
-    checks it, so flipped or truncated bytes are found instead of silently evaluated.
+    checks it, so flipped or truncated bytes are found instead of silently evaluated. Every process of a
+    multi-process run calls this; the digests are written by process 0 once Orbax has committed the step.
     """
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     mngr.wait_until_finished()
+    if jax.process_index() != 0:
+        return
     kept = {str(s) for s in mngr.all_steps()}
     digests = {s: d for s, d in _digests(mngr).items() if s in kept} | {str(epoch): _digest(mngr, epoch)}
     write_json(Path(mngr.directory) / DIGESTS, digests)
@@ -116,12 +124,14 @@ def abstract_state(
 ) -> steps.TrainState:
     """Shapes, dtypes and member-axis sharding of the stacked TrainState, computed without running anything.
 
-    `apply_fn` and `tx` are static fields, so the restored state is ready to evaluate or train.
+    `apply_fn` and `tx` are static fields, so the restored state is ready to evaluate, or to train once
+    `members.pad` has added the mesh's padding slots. The members are split over the mesh when they divide
+    it, else replicated (`members.stored_sharding`).
     """
     model, tx = models.build(config), steps.optimizer(config, steps_per_epoch)
     keys = jax.random.split(jax.random.key(0), n_members)
     shapes = jax.eval_shape(jax.vmap(lambda k: steps.create_state(model, tx, k, k)), keys)
-    sharding = NamedSharding(mesh, P(members.AXIS))
+    sharding = members.stored_sharding(n_members, mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
@@ -140,7 +150,7 @@ def restore_variables(
     """
     keys = jax.random.split(jax.random.key(0), n_members)
     shapes = jax.eval_shape(jax.vmap(lambda k: models.init_variables(model, k)), keys)
-    sharding = NamedSharding(mesh, P(members.AXIS))
+    sharding = members.stored_sharding(n_members, mesh)
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), dict(shapes))
     args = ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True

@@ -21,6 +21,8 @@ COMMANDS = {
     "predict": ("fmnist_jax.commands.predict", "classify image files with a trained run"),
     "export": ("fmnist_jax.commands.export", "export a trained model as a self-contained artifact"),
     "serve": ("fmnist_jax.commands.serve", "HTTP inference service over an exported model"),
+    "monitor": ("fmnist_jax.commands.monitor", "plots and a report of a served model's monitoring store"),
+    "retrain": ("fmnist_jax.commands.retrain", "fine-tune a run on new labelled images; export if the gate passes"),
     "report": ("fmnist_jax.commands.report", "figures and a Markdown report for a run or an ablation"),
 }
 

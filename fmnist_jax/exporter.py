@@ -5,7 +5,9 @@ exported with `jax.export` for a symbolic batch size, weights baked in as consta
 the artifact runs with jax + numpy alone (`fmnist_jax.artifact`) on any batch size and on
 CPU or CUDA. The manifest records classes, preprocessing, provenance and accuracy, and
 export checks itself: the reloaded artifact is run on the real test set and compared with
-the Flax model before anything is reported.
+the Flax model before anything is reported. The manifest can also carry the drift reference
+(`reference_statistics`: input statistics and the model's confidence on held-out training-distribution
+images), which `serve` compares its traffic with.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fmnist_jax import data, images, models, restore, steps
+from fmnist_jax import data, drift, images, models, restore, steps
 from fmnist_jax.errors import Diverged, RunError
 from fmnist_jax.artifact import FORMAT, MANIFEST_FILE, MODEL_FILE, ExportedModel
 from fmnist_jax.writers import write_json
@@ -82,8 +84,34 @@ def write_manifest(out: str | Path, manifest: dict[str, Any]) -> None:
     write_json(Path(out) / MANIFEST_FILE, manifest, default=list)
 
 
-def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes, dict[str, Any]]:
-    """The serialized batch-polymorphic program and its manifest (what `ExportedModel` takes)."""
+REFERENCE_IMAGES = 5000  # held-out images a drift reference is computed on (deciles and 101 quantiles need few)
+
+
+def reference_images(trained: TrainedMember, dataset: data.Dataset, n: int = REFERENCE_IMAGES) -> np.ndarray:
+    """Up to `n` images of the member's validation fold: the training distribution, unseen by the model."""
+    c = trained.config
+    _, val = data.kfold(dataset.train_labels, c.cv.k, int(trained.info["fold"]), c.cv.split_seed)
+    pick = np.sort(np.random.default_rng(0).permutation(val)[:n])
+    return dataset.train_images[pick]
+
+
+def reference_statistics(trained: TrainedMember, images_u8: np.ndarray, source: str) -> dict[str, Any]:
+    """The drift reference (`fmnist_jax.drift.reference`) of `images_u8` with this member's answers on them."""
+    fn = jax.jit(inference_fn(trained.config, trained.model, trained.variables))
+    logits = np.concatenate([np.asarray(fn(images_u8[s : s + 1000])) for s in range(0, len(images_u8), 1000)])
+    return drift.reference(images_u8, np.asarray(jax.nn.softmax(logits, axis=-1)), source)
+
+
+def build_artifact(
+    trained: TrainedMember,
+    platforms: tuple[str, ...] = PLATFORMS,
+    reference: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """The serialized batch-polymorphic program and its manifest (what `ExportedModel` takes).
+
+    `reference` (a drift reference) and `extra` (more manifest keys, e.g. a retraining's gate) go into the manifest.
+    """
     (batch,) = jax.export.symbolic_shape("batch")
     fn = jax.jit(inference_fn(trained.config, trained.model, trained.variables))
     exp = jax.export.export(fn, platforms=platforms)(jax.ShapeDtypeStruct((batch, 28, 28), jnp.uint8))
@@ -112,11 +140,19 @@ def build_artifact(trained: TrainedMember, platforms: tuple[str, ...] = PLATFORM
         "jax_version": jax.__version__,
         "model_sha256": hashlib.sha256(serialized).hexdigest(),
         "check": {},
+        **({"reference": reference} if reference is not None else {}),
+        **(extra or {}),
     }
     return serialized, json.loads(json.dumps(manifest, default=list))  # JSON types, as written and read back
 
 
-def export_model(trained: TrainedMember, out: str | Path, platforms: tuple[str, ...] = PLATFORMS) -> dict[str, Any]:
+def export_model(
+    trained: TrainedMember,
+    out: str | Path,
+    platforms: tuple[str, ...] = PLATFORMS,
+    reference: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write `model.jax` + `manifest.json` into `out`; returns the manifest.
 
     Refuses (Diverged) a member whose weights are not all finite: its predictions would be meaningless.
@@ -131,7 +167,7 @@ def export_model(trained: TrainedMember, out: str | Path, platforms: tuple[str, 
             f"member {trained.info.get('fold')},{trained.info.get('seed')} has non-finite weights "
             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): it diverged; not exporting it"
         )
-    serialized, manifest = build_artifact(trained, platforms)
+    serialized, manifest = build_artifact(trained, platforms, reference, extra)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / MODEL_FILE).write_bytes(serialized)
     write_manifest(out, manifest)

@@ -3,7 +3,9 @@
 It reads the checkpoint's meta once, rebuilds the model from the config saved there (so no flag
 can disagree with the weights), restores only the stacked `params`/`batch_stats` (no optimiser,
 no train step, no training images on the device) and compiles only the eval step, the same one
-training validates with, so a restored run reports exactly what training reported.
+training validates with, so a restored run reports exactly what training reported. Checkpoints
+hold the real members only, so a run trained on any number of devices or processes restores on
+the devices this process sees; evaluation pads the member axis to them as training does.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class Restored:
       config: the config that trained it (a fresh copy: change it freely, e.g. `eval.tta_flip`).
       members: (fold, seed) of each model, in the order of the stacked axis.
       model: the Flax module (`model.apply(member_variables, x)` takes normalised float images).
-      variables: `{'params', 'batch_stats'}` with a leading member axis.
-      mesh: the devices the member axis is spread over.
+      variables: `{'params', 'batch_stats'}` with a leading member axis (the run's members, no padding).
+      mesh: the devices the member axis is spread over (padded to them when evaluating).
       epoch: finished epochs at this checkpoint.
       data_digest: digest of the data it was trained on.
     """
@@ -94,8 +96,9 @@ class Restored:
         labels = np.zeros(len(images_u8), np.int32) if labels is None else np.asarray(labels, np.int32)
         device_images, device_labels = members.place((images_u8, labels), self.mesh, stacked=False)
         idx = [np.arange(len(images_u8))] * len(self.members)
+        variables = members.pad(self.variables, self.mesh)
         return members.evaluate(
-            eval_step, self.variables, device_images, device_labels, idx, config.eval.batch_size, self.mesh
+            eval_step, variables, device_images, device_labels, idx, config.eval.batch_size, self.mesh
         )
 
     def predict(self, images_u8: np.ndarray, tta_flip: bool | None = None) -> np.ndarray:

@@ -16,23 +16,35 @@ Every limit is checked before the work it bounds; a refusal is JSON `{"detail": 
 - 415: an unknown content type. 422: undecodable data, a wrong shape (from headers too), JSON nested
   deeper than an image batch (parsed by pydantic's Rust parser: no Python recursion).
 The model runs in the threadpool, so the event loop keeps accepting requests while XLA works.
+
+Monitoring (`fmnist_jax.monitoring`): every prediction gets an id (`<request_id>.<position>`) and a row in
+the bounded feedback store; `POST /feedback` takes true labels for them (`{"id", "label"}` or
+`{"items": [...]}`; 404 unknown id, 409 already labelled) and answers the live accuracy;
+`GET /metrics` is the Prometheus text format; `GET /monitoring` shows drift scores against the model's
+reference, the drift flag, live accuracy and store size. `POST /admin/reload` (bearer token, compared in
+constant time; off without one) loads and compiles another export from inside the reload root while the
+current model keeps answering, then swaps it in: a request in flight finishes on the model it started with.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import PurePosixPath, PureWindowsPath
+import dataclasses
+import hmac
+import time
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, cast
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import from_json
 from starlette.datastructures import UploadFile
 
-from fmnist_jax import images
-from fmnist_jax.artifact import ExportedModel, describe
+from fmnist_jax import feedback, images, monitoring
+from fmnist_jax.artifact import ExportedModel, ModelFileError, describe
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 256
@@ -40,6 +52,8 @@ MAX_PIXELS = 4096 * 4096  # a 16-megapixel photo; decoding one takes up to ~250 
 READ_TIMEOUT_S = 30.0
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long (uvicorn's default, made explicit)
 MAX_JSON_DEPTH = 4  # [N, 28, 28, 1], the deepest array `images.as_uint8` takes
+MAX_FEEDBACK = 1000  # labels in one /feedback request
+MIN_TOKEN_CHARS = 16  # an admin token shorter than this is refused at start
 
 
 class Limits(BaseModel):
@@ -76,6 +90,7 @@ class ImagesJSON(BaseModel):
 class Prediction(BaseModel):
     """One image's answer: the likeliest class, its probability, and every class's probability."""
 
+    id: str = Field(description="This prediction's id, for POST /feedback.")
     class_: str = Field(alias="class")
     class_index: int
     probability: float
@@ -85,7 +100,34 @@ class Prediction(BaseModel):
 class Predictions(BaseModel):
     """One prediction per image, in the order the request holds them."""
 
+    request_id: str
+    model_version: str = Field(description="First 12 hex digits of the answering model's SHA-256.")
     predictions: list[Prediction]
+
+
+@dataclasses.dataclass(frozen=True)
+class Admin:
+    """Who may reload the model (the bearer token) and from where (exports inside `root` only)."""
+
+    token: str
+    root: Path
+    default: Path  # what a reload without a body loads: the folder the service started with
+
+    def __post_init__(self) -> None:
+        if len(self.token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"the admin token must have at least {MIN_TOKEN_CHARS} characters")
+
+    def allows(self, authorization: str | None) -> bool:
+        scheme, _, given = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+    def resolve(self, model: str | None) -> Path:
+        """The export folder a reload names (relative to `root`); ValueError outside `root`."""
+        root = self.root.resolve()
+        path = self.default.resolve() if not model else (root / model).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError("the model folder must lie inside the reload root")
+        return path
 
 
 class Refusal(BaseModel):
@@ -236,10 +278,48 @@ def _without_paths(value: Any) -> Any:
     return value
 
 
-def create_app(model: ExportedModel, limits: Limits = DEFAULT_LIMITS) -> FastAPI:
-    """The FastAPI app over a loaded `ExportedModel`."""
+def _labels(body: bytes, classes: list[str]) -> list[tuple[str, int]]:
+    """(id, class index) pairs of a /feedback body (parsed by pydantic's Rust parser: no Python recursion)."""
+    try:
+        payload = from_json(body)
+    except ValueError as e:
+        raise feedback.FeedbackError(f"body is not valid JSON ({e})") from e
+    return feedback.parse_labels(payload, classes, MAX_FEEDBACK)
+
+
+def _answer(
+    monitor: monitoring.Monitor, model: ExportedModel, batch: np.ndarray, start: float
+) -> tuple[str, list[str], np.ndarray]:
+    """Run the model and account for the request (in a worker thread); (request id, prediction ids, probabilities)."""
+    probabilities = model.probabilities(batch)
+    request_id = monitor.new_request_id()
+    ids = monitor.observe(request_id, batch, probabilities, model, time.perf_counter() - start)
+    return request_id, ids, probabilities
+
+
+def load_model(path: str | Path, max_batch: int) -> ExportedModel:
+    """Load an export and compile its batch shapes (`warm_up`), so its first request pays nothing."""
+    model = ExportedModel.load(path)
+    warm_up(model, max_batch)
+    return model
+
+
+def create_app(
+    model: ExportedModel,
+    limits: Limits = DEFAULT_LIMITS,
+    monitor: monitoring.Monitor | None = None,
+    admin: Admin | None = None,
+) -> FastAPI:
+    """The FastAPI app over a loaded `ExportedModel`, watched by `monitor` (default: in-memory store, defaults)."""
 
     app = FastAPI(title="fmnist_jax", description="Fashion-MNIST classifier (exported JAX model)")
+    monitor = monitor or monitoring.Monitor(model)
+    app.add_middleware(monitoring.RequestMetrics, metrics=monitor.metrics)
+    reloading = asyncio.Lock()
+
+    def served() -> ExportedModel:
+        assert monitor.model is not None
+        return monitor.model
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -247,7 +327,12 @@ def create_app(model: ExportedModel, limits: Limits = DEFAULT_LIMITS) -> FastAPI
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
-        return {**_without_paths(model.manifest), "limits": limits.model_dump()}
+        return {
+            **_without_paths(served().manifest),
+            "model_version": monitor.version,
+            "limits": limits.model_dump(),
+            "monitoring": monitor.settings.model_dump(),
+        }
 
     @app.post(
         "/predict", response_model=Predictions, responses=_REFUSALS, openapi_extra={"requestBody": _openapi_body()}
@@ -258,6 +343,7 @@ def create_app(model: ExportedModel, limits: Limits = DEFAULT_LIMITS) -> FastAPI
             str, Query(description="Make dark-on-light pictures light-on-dark; auto: when the border is light.")
         ] = "auto",
     ) -> dict[str, Any]:
+        start = time.perf_counter()
         if invert not in images.INVERT_CHOICES:
             raise _error(422, f"invert must be one of {images.INVERT_CHOICES}, got {invert!r}")
         body = await _read_body(request, limits)
@@ -269,8 +355,67 @@ def create_app(model: ExportedModel, limits: Limits = DEFAULT_LIMITS) -> FastAPI
             raise _error(422, str(e)) from e
         if len(batch) == 0:
             raise _error(422, "no images in the request")
-        probabilities = await run_in_threadpool(model.probabilities, batch)
-        return {"predictions": describe(probabilities, model.classes)}
+        model = served()  # this request finishes on this model, whatever a reload does meanwhile
+        request_id, ids, probabilities = await run_in_threadpool(_answer, monitor, model, batch, start)
+        answers = [{"id": i, **a} for i, a in zip(ids, describe(probabilities, model.classes))]
+        return {"request_id": request_id, "model_version": monitoring.version(model), "predictions": answers}
+
+    @app.post("/feedback", responses=_REFUSALS | {404: _REFUSALS[422] | {"description": "Unknown id."}})
+    async def give_feedback(request: Request) -> dict[str, Any]:
+        """True labels for served predictions: `{"id": ..., "label": 3 or "Dress"}` or `{"items": [...]}`."""
+        body = await _read_body(request, limits)
+        try:
+            items = _labels(body, monitor.classes)
+            accuracy = await run_in_threadpool(monitor.add_labels, items)
+        except feedback.UnknownPrediction as e:
+            raise _error(404, str(e)) from e
+        except feedback.AlreadyLabelled as e:
+            raise _error(409, str(e)) from e
+        except feedback.FeedbackError as e:
+            raise _error(422, str(e)) from e
+        return {"labelled": len(items), "accuracy": accuracy}
+
+    @app.get("/monitoring")
+    async def monitoring_view() -> dict[str, Any]:
+        return await run_in_threadpool(monitor.view)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(await run_in_threadpool(monitor.exposition), media_type=monitoring.CONTENT_TYPE)
+
+    @app.post("/admin/reload")
+    async def reload(request: Request, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Load another export (body `{"model": "folder inside the reload root"}`; none: the starting one) and swap."""
+        if admin is None:
+            raise _error(403, "admin reload is off: start serve with an admin token")
+        if not admin.allows(authorization):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        body = await _read_body(request, limits)
+        try:
+            payload = from_json(body) if body.strip() else {}
+            if (
+                not isinstance(payload, dict)
+                or set(payload) - {"model"}
+                or not isinstance(payload.get("model", ""), str)
+            ):
+                raise ValueError('send {"model": "FOLDER"} or an empty body')
+            path = admin.resolve(payload.get("model"))
+        except ValueError as e:
+            raise _error(422, str(e)) from e
+        if reloading.locked():
+            monitor.metrics.reloads.labels(outcome="busy").inc()
+            raise _error(409, "a reload is already in progress")
+        async with reloading:
+            previous = monitor.version
+            try:
+                new = await run_in_threadpool(load_model, path, limits.max_batch)
+                monitor.set_model(new)
+            except (ModelFileError, ValueError) as e:
+                monitor.metrics.reloads.labels(outcome="refused").inc()
+                shown = path.relative_to(admin.root.resolve()).as_posix() or "."
+                raise _error(422, str(e).replace(str(path), shown)) from e  # names no machine folder
+        monitor.metrics.reloads.labels(outcome="done").inc()
+        return {"model_version": monitor.version, "previous": previous, "drift": monitor.drift_off or "on"}
 
     return app
 

@@ -34,13 +34,41 @@ def paired(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float
     NaN when the two points do not share exactly the same members, or (p only) with fewer than two
     or no spread of differences (the t statistic is then undefined).
     """
+    d = paired_differences(a, b, key)
+    if d is None:
+        return float("nan"), float("nan")
+    if len(d) < 2 or np.all(d == d[0]):
+        return float(d.mean()), float("nan")
+    return float(d.mean()), float(scipy_stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def paired_differences(a: Sequence[dict], b: Sequence[dict], key: str) -> np.ndarray | None:
+    """b - a per (fold, seed) member, in member order; None unless both hold exactly the same members."""
     va = {(m["fold"], m["seed"]): m[key] for m in a}
     vb = {(m["fold"], m["seed"]): m[key] for m in b}
     if set(va) != set(vb):
+        return None
+    return np.array([vb[k] - va[k] for k in sorted(va)], np.float64)
+
+
+def confidence_interval(d: np.ndarray | None, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of paired differences `d` (NaN with fewer than two)."""
+    if d is None or len(d) < 2:
         return float("nan"), float("nan")
-    order = sorted(va)
-    x, y = np.array([va[k] for k in order]), np.array([vb[k] for k in order])
-    delta = float((y - x).mean())
-    if len(order) < 2 or np.all(y - x == (y - x)[0]):
-        return delta, float("nan")
-    return delta, float(scipy_stats.ttest_rel(y, x).pvalue)
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return float(d.mean()) - half, float(d.mean()) + half
+
+
+def adjust(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (scipy's `false_discovery_control`) of one grid's comparisons.
+
+    Each point is tested against the same baseline, so a grid of k points makes k tests; without
+    correction a chance-level grid finds "significant" differences. NaNs (untestable) stay NaN and
+    do not count as tests.
+    """
+    p = np.asarray(p_values, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = scipy_stats.false_discovery_control(p[ok], method="bh")
+    return out.tolist()

@@ -1,9 +1,14 @@
 """Weights & Biases logging as one more `MetricWriter`; W&B trouble never stops training.
 
 Design: one W&B run per member (fold, seed), all created in this process with
-`reinit="create_new"`, grouped by experiment (`group`) and named by ablation point
-(`job_type`). Per-member runs (rather than one run with per-member keys) let W&B's own
-grouping average folds and seeds and compare members side by side.
+`reinit="create_new"`, grouped by experiment (`group`, the user's; an ablation's name when
+none is given), with the ablation point as `job_type` and both as tags. Per-member runs
+(rather than one run with per-member keys) let W&B's own grouping average folds and seeds
+and compare members side by side. Under a sweep agent (`WANDB_SWEEP_ID` set) W&B allows one
+run per process, the agent's, so a point logs into that one run: each member's metrics under
+`fold{f}_seed{s}/...` and their mean under the plain key, which the sweep's metric reads.
+Every run defines `epoch` as the step of its metrics, carries the git revision and package
+versions of the run record, and gets the final checkpoint as an artifact.
 `wandb.mode`: 'offline' (default; upload later with `wandb sync DIR/wandb/offline-run-*`),
 'online' (falls back to offline with a warning when W&B cannot start online, e.g. not
 logged in), 'disabled' (no writer at all). Any W&B error is turned into a warning and the
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import struct
 import uuid
 import warnings
@@ -30,6 +36,7 @@ from fmnist_jax.writers import write_json
 
 MODES = ("offline", "online", "disabled")
 RUN_IDS = "wandb_runs.json"
+SWEEP_ENV = "WANDB_SWEEP_ID"  # set by `wandb agent` in the processes it starts
 
 
 class WandbWriter:
@@ -44,6 +51,9 @@ class WandbWriter:
         resume: bool = False,
     ):
         self.runs: list[Any] = []
+        self.members = list(members)
+        self.workdir = Path(workdir)
+        self.per_point = bool(os.environ.get(SWEEP_ENV))
         self._guard("init", lambda: self._init(config, members, Path(workdir), extra or {}, resume))
 
     def _init(self, config, members, workdir: Path, extra: dict[str, Any], resume: bool) -> None:
@@ -53,24 +63,40 @@ class WandbWriter:
         ids_path = workdir / RUN_IDS
         ids = json.loads(ids_path.read_text()) if resume and ids_path.exists() else {}
         ids = {m.tag: ids.get(m.tag) or uuid.uuid4().hex[:8] for m in members}
-        write_json(ids_path, ids)
+        if not self.per_point:  # under an agent the run id is the agent's
+            write_json(ids_path, ids)
         flat = flatten(config.to_dict())
+        record = _record(workdir)
+        provenance = {"git": record.get("git"), "versions": record.get("versions", {})}
+
+        def init(mode: str, **kw: Any) -> Any:
+            run = wandb.init(
+                project=w.project,
+                entity=w.entity or None,
+                group=w.group or config.name,
+                job_type=w.job_type or config.name,
+                tags=list(w.tags),
+                resume="allow",
+                dir=str(workdir),
+                mode=mode,  # type: ignore[arg-type]  # one of wandb's modes: checked by the caller
+                reinit="create_new",
+                settings=wandb.Settings(silent=True),
+                **kw,
+            )
+            run.define_metric("epoch")
+            run.define_metric("*", step_metric="epoch")  # curves of every point share the epoch axis
+            return run
 
         def start(mode: str) -> list[Any]:
+            if self.per_point:
+                tags = [m.tag for m in members]
+                return [init(mode, name=config.name, config={**flat, **extra, **provenance, "members": tags})]
             return [
-                wandb.init(
-                    project=w.project,
-                    entity=w.entity or None,
-                    group=w.group or config.name,
-                    job_type=w.job_type or config.name,
+                init(
+                    mode,
                     name=f"{config.name}-{m.tag}",
                     id=ids[m.tag],
-                    resume="allow",
-                    dir=str(workdir),
-                    mode=mode,  # type: ignore[arg-type]  # one of wandb's modes: checked by the caller
-                    reinit="create_new",
-                    config={**flat, **extra, "fold": m.fold, "seed": m.seed, "member": i},
-                    settings=wandb.Settings(silent=True),
+                    config={**flat, **extra, **provenance, "fold": m.fold, "seed": m.seed, "member": i},
                 )
                 for i, m in enumerate(members)
             ]
@@ -107,35 +133,58 @@ class WandbWriter:
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         def log():
-            for row in rows:
-                metrics = {
-                    k.replace("_", "/", 1): v for k, v in row.items() if k not in ("member", "fold", "seed", "epoch")
-                }
+            per_member = {row["member"]: (row["epoch"], _keys(row)) for row in rows}
+            if self.per_point:
+                (epoch,) = {e for e, _ in per_member.values()}
+                metrics = _per_point(self.members, {i: m for i, (_, m) in per_member.items()})
+                self.runs[0].log({**metrics, "epoch": epoch}, step=epoch, commit=True)
+                return
+            for i, (epoch, metrics) in per_member.items():
                 # commit now, not at the next step: the row is handed to wandb-core at once
-                self.runs[row["member"]].log({**metrics, "epoch": row["epoch"]}, step=row["epoch"], commit=True)
+                self.runs[i].log({**metrics, "epoch": epoch}, step=epoch, commit=True)
 
         if self.runs:
             self._guard("log", log)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Final per-member val/test accuracy into each run's summary."""
+        """Final per-member val/test accuracy into the summaries (the same keys as the history), and the final
+        checkpoint as an artifact of the first run (offline it waits in the run folder for `wandb sync`)."""
 
         def put():
-            for run, m in zip(self.runs, summary["members"]):
-                run.summary.update({k: v for k, v in m.items() if k not in ("fold", "seed")})
-                run.summary.update({"params": summary["params"], "data_digest": summary["data_digest"]})
+            shared = {"params": summary["params"], "data_digest": summary["data_digest"]}
+            finals = {i: _keys(m) for i, m in enumerate(summary["members"])}
+            if self.per_point:
+                self.runs[0].summary.update({**_per_point(self.members, finals), **shared})
+            else:
+                for i, run in enumerate(self.runs):
+                    run.summary.update({**finals[i], **shared})
+            self._log_checkpoint()
 
         if self.runs:
             self._guard("summary", put)
 
+    def _log_checkpoint(self) -> None:
+        import wandb
+
+        saved = sorted((self.workdir / "checkpoints").glob("[0-9]*"), key=lambda p: int(p.name))
+        if not saved:
+            return
+        art = wandb.Artifact(
+            f"checkpoint-{self.runs[0].id}", type="checkpoint", metadata={"epoch": int(saved[-1].name)}
+        )
+        art.add_dir(str(saved[-1]))
+        self.runs[0].log_artifact(art)
+
     def write_figures(self, figures: Callable[[int], dict[str, Any]]) -> None:
-        """Log `figures(i)` (name -> matplotlib Figure) to member i's run as images (at the step after the last)."""
+        """Log `figures(i)` (name -> matplotlib Figure) to member i's run as images (at the step after the last);
+        under a sweep, every member's into the one run under its tag."""
 
         def put():
             import wandb
 
-            for i, run in enumerate(self.runs):
-                run.log({k: wandb.Image(_pixels(f)) for k, f in figures(i).items()})
+            for i, m in enumerate(self.members):
+                run, prefix = (self.runs[0], f"{m.tag}/") if self.per_point else (self.runs[i], "")
+                run.log({prefix + k: wandb.Image(_pixels(f)) for k, f in figures(i).items()})
 
         if self.runs:
             self._guard("images", put)
@@ -143,6 +192,89 @@ class WandbWriter:
     def close(self) -> None:
         if self.runs:
             self._guard("finish", self._finish)
+
+
+def _side_run(config: ml_collections.ConfigDict, workdir: Path, what: str, **kw: Any) -> Any:
+    """A short W&B run of the config's project and group for an artifact or a table; None (with a warning) when
+    W&B cannot start. Online falls back to offline like the training runs."""
+    import wandb
+
+    w = config.wandb
+    for mode in dict.fromkeys((w.mode, "offline")):
+        try:
+            return wandb.init(
+                project=w.project,
+                entity=w.entity or None,
+                group=w.group or config.name,
+                tags=list(w.tags),
+                dir=str(workdir),
+                mode=mode,
+                reinit="create_new",
+                settings=wandb.Settings(silent=True),
+                **kw,
+            )
+        except Exception as e:  # W&B must never fail the command that produced the result
+            reason = " ".join(str(e).split())
+            warnings.warn(f"W&B {what} ({mode}) failed ({type(e).__name__}: {reason})", stacklevel=3)
+    return None
+
+
+def log_table(
+    config: ml_collections.ConfigDict, workdir: str | Path, name: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """An ablation's table (deltas, 95% CIs, raw and adjusted p) as a `wandb.Table` in a run of job type
+    'ablation-table' in the ablation's group, next to the points' runs (offline: `wandb sync` it)."""
+    if config.wandb.mode == "disabled" or not rows:
+        return
+    import wandb
+
+    run = _side_run(config, Path(workdir), "table", job_type="ablation-table", name=f"{name}-table")
+    if run is None:
+        return
+    columns = list(rows[0])
+    table = wandb.Table(columns=list[str | int](columns), data=[[r[c] for c in columns] for r in rows])
+    run.log({"ablation": table})
+    run.finish()
+
+
+def log_model(config: ml_collections.ConfigDict, workdir: str | Path, model_dir: str | Path, manifest: dict) -> None:
+    """An exported model folder as a 'model' artifact (metadata: the manifest's member, accuracy and hash)."""
+    if config.wandb.mode == "disabled":
+        return
+    import wandb
+
+    m = manifest["member"]
+    run = _side_run(config, Path(workdir), "model artifact", job_type="export", name=f"{config.name}-export")
+    if run is None:
+        return
+    meta = {"member": m, "test_accuracy": manifest.get("test_accuracy"), "model_sha256": manifest["model_sha256"]}
+    art = wandb.Artifact(f"model-{config.name}-fold{m['fold']}_seed{m['seed']}", type="model", metadata=meta)
+    art.add_dir(str(model_dir))
+    run.log_artifact(art)
+    run.finish()
+
+
+def _keys(row: dict[str, Any]) -> dict[str, Any]:
+    """'val_accuracy' -> 'val/accuracy': one naming scheme for history and summary (W&B panels group by prefix)."""
+    return {k.replace("_", "/", 1): v for k, v in row.items() if k not in ("member", "fold", "seed", "epoch")}
+
+
+def _per_point(members: Sequence[Any], metrics: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One run's keys for a point: every member's under its tag, and the mean over members under the plain key."""
+    out = {f"{members[i].tag}/{k}": v for i, m in metrics.items() for k, v in m.items()}
+    for k in {k for m in metrics.values() for k in m}:
+        values = [m[k] for m in metrics.values() if k in m]
+        out[k] = float(np.mean(values))
+        if len(values) > 1:
+            out[f"{k}_std"] = float(np.std(values, ddof=1))
+    return out
+
+
+def _record(workdir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((workdir / "record.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _pixels(fig: Any) -> np.ndarray:

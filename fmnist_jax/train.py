@@ -4,6 +4,8 @@ Workdir layout: `config.json` (resolved config), `record.json` (versions, data h
 devices), `metrics.jsonl` (one row per member per epoch), `checkpoints/<epoch>/` (Orbax:
 stacked train state + JSON meta), `wandb/` and `wandb_runs.json` (W&B), `summary.json`.
 Re-running the same command in the same workdir resumes from the latest checkpoint.
+In a multi-process run (`fmnist_jax.distributed`) every process runs all of this in lockstep
+and process 0 alone writes the files and W&B.
 """
 
 from __future__ import annotations
@@ -24,21 +26,38 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from fmnist_jax import backend, checkpoints, data, members, models, stats, steps, tracking, validate
+from fmnist_jax import (
+    backend,
+    checkpoints,
+    config_lib,
+    data,
+    distributed,
+    members,
+    models,
+    stats,
+    steps,
+    tracking,
+    validate,
+)
 from fmnist_jax.members import Member
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
 from fmnist_jax.writers import write_json, JsonlWriter, MetricWriter, MultiWriter
-from fmnist_jax.errors import Diverged, WorkdirBusy
+from fmnist_jax.errors import Diverged, RunError, WorkdirBusy
 
 
 @dataclasses.dataclass
 class Experiment:
-    """Everything fixed for a run: data on the device, members, their splits and compiled steps."""
+    """Everything fixed for a run: data on the device, members, their splits and compiled steps.
+
+    `members` are the run's; `slots` the computed member axis: the members, then copies of the first
+    ones that pad it to a multiple of the mesh size (`members.slots`), trained and dropped.
+    """
 
     config: ml_collections.ConfigDict
     dataset: data.Dataset
     members: list[Member]
+    slots: list[Member]
     model: models.CNN
     n_params: int
     mesh: Any
@@ -90,6 +109,7 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
         config=config,
         dataset=dataset,
         members=ms,
+        slots=members.padded(ms, members.slots(len(ms), mesh)),
         model=model,
         n_params=n_params,
         mesh=mesh,
@@ -115,25 +135,26 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
 
 
 def init_state(exp: Experiment) -> steps.TrainState:
-    keys = [members.keys(m) for m in exp.members]
+    keys = [members.keys(m) for m in exp.slots]
     init_keys, aug_keys = (members.place(jnp.stack(k), exp.mesh, stacked=True) for k in zip(*keys))
     return exp.init_fn(init_keys, aug_keys)
 
 
 def epoch_order(exp: Experiment, epoch: int) -> np.ndarray:
-    """[steps, members, batch] dataset indices; each member shuffles its own fold by (seed, fold, epoch)."""
+    """[steps, slots, batch] dataset indices; each member shuffles its own fold by (seed, fold, epoch)."""
     n = exp.steps_per_epoch * exp.batch_size
     order = [
         idx[np.random.default_rng((m.seed, m.fold, epoch)).permutation(len(idx))[:n]]
-        for m, idx in zip(exp.members, exp.train_idx)
+        for m, idx in zip(exp.slots, members.padded(exp.train_idx, len(exp.slots)))
     ]
-    return np.stack(order).reshape(len(exp.members), exp.steps_per_epoch, exp.batch_size).transpose(1, 0, 2)
+    return np.stack(order).reshape(len(exp.slots), exp.steps_per_epoch, exp.batch_size).transpose(1, 0, 2)
 
 
 def train_epoch(
     exp: Experiment, state: steps.TrainState, epoch: int, progress: bool = True
 ) -> tuple[steps.TrainState, dict[str, np.ndarray]]:
-    """One epoch for all members; returns the new state and per-member train loss/accuracy."""
+    """One epoch for all members; returns the new state (with its padding slots) and per-member train
+    loss/accuracy (real members only)."""
     order = members.place(jnp.asarray(epoch_order(exp, epoch)), exp.mesh, stacked=False)
     a = exp.arrays
     total: Metrics | None = None
@@ -142,7 +163,7 @@ def train_epoch(
         unit="img",
         unit_scale=True,
         desc=f"epoch {epoch + 1}/{exp.config.train.epochs}",
-        disable=not progress,
+        disable=not progress or not distributed.is_main(),
         mininterval=2,
         leave=False,
     )
@@ -152,7 +173,7 @@ def train_epoch(
         bar.update(exp.batch_size * len(exp.members))
     bar.close()
     assert total is not None  # setup refuses configs with no steps
-    return state, total.compute()
+    return state, {k: v[: len(exp.members)] for k, v in members.to_host(total).compute().items()}
 
 
 def evaluate(exp: Experiment, state: steps.TrainState, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -184,7 +205,7 @@ def check_finite(
     Once an epoch: one reduction per parameter on the device and the epoch's losses already on the host,
     so it costs nothing next to the epoch, and no NaN reaches metrics, summary or checkpoints.
     """
-    params_ok = np.asarray(
+    params_ok = members.to_host(
         jax.tree.reduce(
             jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).reshape(len(x), -1).all(1), state.params)
         )
@@ -234,6 +255,8 @@ def summarize(
         "train_seconds": float(sum(epoch_seconds)),
         "train_images_per_s": imgs / float(np.median(steady)),
         "devices": exp.mesh.size,
+        "processes": jax.process_count(),
+        "member_slots": len(exp.slots),
         "strategy": members.resolve_strategy(exp.config.members.strategy),
         "data_digest": exp.dataset.digest,
     }
@@ -259,7 +282,11 @@ def _meta(exp: Experiment, epoch_seconds: list[float]) -> dict[str, Any]:
 
 
 def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[steps.TrainState, int, list[float]]:
-    """(state, finished epochs, their durations): from the latest checkpoint if there is one, else fresh."""
+    """(state, finished epochs, their durations): from the latest checkpoint if there is one, else fresh.
+
+    Checkpoints hold the real members only, so one saved on any device or process count resumes here:
+    the padding slots are copied again from their members (`members.pad`), as a fresh run makes them.
+    """
     if mngr.latest_step() is None:
         return init_state(exp), 0, []
     target = checkpoints.abstract_state(exp.config, exp.steps_per_epoch, len(exp.members), exp.mesh)
@@ -270,7 +297,7 @@ def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[steps.TrainState, int
         return checkpoints.restore(mngr, target, epoch), meta
 
     epoch, (state, meta) = checkpoints.restore_latest_intact(mngr, load)
-    return state, epoch, list(meta["epoch_seconds"])
+    return members.pad(state, exp.mesh), epoch, list(meta["epoch_seconds"])
 
 
 def _keep_rows(path: Path, last_epoch: int) -> None:
@@ -311,6 +338,8 @@ def train_and_evaluate(
     Resumes from the workdir's latest checkpoint (refusing one made by a different config);
     a finished run is not retrained: its summary is returned. `metrics.jsonl` is always
     written; `writer` (if given) and W&B (unless `wandb.mode='disabled'`) get the same rows.
+    In a multi-process run (`distributed.initialize` first) every process calls this with the same
+    config; the members are sharded over all their devices and process 0 alone writes files and W&B.
 
     Args:
       config: a full config (`configs/*.py` `get_config()`), validated before anything is written.
@@ -324,58 +353,90 @@ def train_and_evaluate(
     """
     workdir = Path(workdir)
     exp = setup(config)  # validates everything before the workdir is touched
-    workdir.mkdir(parents=True, exist_ok=True)
+    # before anything is written or trained; where files are (`MUTABLE_KEYS`) may differ between machines
+    what = {k: v for k, v in exp.config.to_dict().items() if k not in config_lib.MUTABLE_KEYS}
+    distributed.check_same(what, "config")
+    distributed.check_same(exp.dataset.digest, "data")
     with workdir_lock(workdir):
         return _train(exp, workdir, progress, writer)
 
 
 @contextlib.contextmanager
 def workdir_lock(workdir: Path) -> Iterator[None]:
-    """One process per workdir: an OS advisory lock (flock via filelock) that the OS drops when its holder
-    dies, so a killed run never blocks the next; two live ones would interleave metrics and checkpoints."""
+    """Create the workdir and hold it: one training per workdir.
+
+    An OS advisory lock (flock via filelock) that the OS drops when its holder dies, so a killed run never
+    blocks the next; two live ones would interleave metrics and checkpoints. In a multi-process run process 0
+    alone creates the folder and holds the lock, and every process follows its outcome.
+    """
     lock = filelock.FileLock(workdir / ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
+    failure: OSError | None = None
+    busy = False
+    if distributed.is_main():
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            busy = True
+        except OSError as e:  # --workdir names a file: the CLI reports it
+            failure = e
+    outcome = distributed.broadcast(2 if failure else int(busy))
+    if failure is not None:
+        raise failure
+    if outcome == 2:
+        raise RunError(f"process 0 could not create {workdir}")
+    if outcome == 1:
         raise WorkdirBusy(
             f"{workdir} is in use by another process (it holds {workdir / '.lock'}); "
             "wait for it to finish or use another --workdir"
-        ) from None
+        )
     try:
         yield
     finally:
-        lock.release()
+        if lock.is_locked:
+            lock.release()
+
+
+def _finished(workdir: Path, start: int, epochs: int) -> dict[str, Any] | None:
+    """The summary of a finished run (its final checkpoint restored and its summary intact), else None."""
+    path = workdir / "summary.json"
+    if start != epochs or not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:  # cut short by a kill (before writes were atomic): evaluate again
+        if distributed.is_main():
+            print(f"{path} is damaged; evaluating the final checkpoint again", file=sys.stderr)
+        return None
 
 
 def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter | None) -> dict[str, Any]:
-    config = exp.config
+    config, main = exp.config, distributed.is_main()
     mngr = checkpoints.manager(workdir, config.checkpoint.max_to_keep)
     state, start, epoch_seconds = _resume(exp, mngr, workdir)
     summary_path = workdir / "summary.json"
-    if start == config.train.epochs and summary_path.exists():
-        try:
-            summary = json.loads(summary_path.read_text())
-            mngr.close()
+    summary = _finished(workdir, start, config.train.epochs)
+    if distributed.broadcast(summary is not None):  # process 0 decides; the others read the same file
+        mngr.close()
+        if main:
             print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
-            return summary
-        except ValueError:  # cut short by a kill (before writes were atomic): evaluate again below
-            print(f"{summary_path} is damaged; evaluating the final checkpoint again", file=sys.stderr)
-    write_json(workdir / "config.json", config.to_dict(), default=list)
-    record = run_record(config, exp.dataset) | ({"resumed_from_epoch": start} if start else {})
-    write_json(workdir / "record.json", record, default=str)
-    _keep_rows(workdir / "metrics.jsonl", start)
-    tracker = (
-        None
-        if config.wandb.mode == "disabled"
-        else tracking.WandbWriter(
-            config,
-            exp.members,
-            workdir,
-            extra={"params": exp.n_params, "data_digest": exp.dataset.digest},
-            resume=start > 0,
-        )
-    )
-    writers = MultiWriter([w for w in (JsonlWriter(workdir / "metrics.jsonl"), writer, tracker) if w is not None])
+        return summary if summary is not None else json.loads(summary_path.read_text())
+    tracker = None
+    if main:  # every file of the run and W&B come from process 0 alone
+        write_json(workdir / "config.json", config.to_dict(), default=list)
+        record = run_record(config, exp.dataset) | {"processes": jax.process_count()}
+        write_json(workdir / "record.json", record | ({"resumed_from_epoch": start} if start else {}), default=str)
+        _keep_rows(workdir / "metrics.jsonl", start)
+        if config.wandb.mode != "disabled":
+            tracker = tracking.WandbWriter(
+                config,
+                exp.members,
+                workdir,
+                extra={"params": exp.n_params, "data_digest": exp.dataset.digest},
+                resume=start > 0,
+            )
+    outputs = (JsonlWriter(workdir / "metrics.jsonl"), writer, tracker) if main else ()
+    writers = MultiWriter([w for w in outputs if w is not None])
     every = config.checkpoint.every_epochs
     val_m = None
     try:
@@ -383,7 +444,7 @@ def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter 
             range(start, config.train.epochs),
             desc=config.name,
             unit="epoch",
-            disable=not progress,
+            disable=not progress or not main,
             initial=start,
             total=config.train.epochs,
         )
@@ -396,13 +457,17 @@ def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter 
             val_m, _ = evaluate(exp, state, "val")
             writers.write(_rows(exp, epoch + 1, train=train_m, val=val_m))
             if (every and (epoch + 1) % every == 0) or epoch + 1 == config.train.epochs:
-                checkpoints.save(mngr, epoch + 1, state, _meta(exp, epoch_seconds))
+                # every process saves its shards; the checkpoint holds the real members only (any device count)
+                checkpoints.save(
+                    mngr, epoch + 1, members.unpad(state, len(exp.members), exp.mesh), _meta(exp, epoch_seconds)
+                )
             epochs.set_postfix(train_acc=f"{train_m['accuracy'].mean():.4f}", val_acc=f"{val_m['accuracy'].mean():.4f}")
         if val_m is None:  # restored the final checkpoint of a run killed before its summary
             val_m, _ = evaluate(exp, state, "val")
         test_m, test_logits = evaluate(exp, state, "test")
         summary = summarize(exp, val_m, test_m, epoch_seconds)
-        write_json(summary_path, summary)
+        if main:
+            write_json(summary_path, summary)
         if tracker is not None:
             tracker.write_summary(summary)
             tracker.write_figures(lambda i: _figures(exp, test_logits, i))

@@ -115,3 +115,6 @@ def check(c: ml_collections.ConfigDict) -> None:
     _int(c, "checkpoint.every_epochs", 0)
     _int(c, "checkpoint.max_to_keep", 0)
     _choice(c, "wandb.mode", WANDB_MODES)
+    tags = _get(c, "wandb.tags")
+    if not isinstance(tags, (tuple, list)) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
+        raise ConfigError(f"wandb.tags={tags!r} must be a tuple of W&B tags (strings of 1 to 64 characters)")

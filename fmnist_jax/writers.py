@@ -53,6 +53,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once (umask can only be read by setting it)
+
+
 def write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Any = None) -> None:
     """Write `obj` as strict JSON (NaN/inf refused: other readers reject them) atomically: a kill mid-write
     leaves the previous file or none, never a truncated one (temp file in the same folder, then rename)."""
@@ -62,6 +66,7 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Any 
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode open() would have given it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,11 +1,18 @@
-"""Deployment test helpers: a trained-in-memory tiny member (no checkpoint needed), files that lie about their size."""
+"""Deployment test helpers: a trained-in-memory tiny member (no checkpoint needed), files that lie about their size,
+an app on a real server at 127.0.0.1."""
 
+import contextlib
 import io
+import socket
 import struct
+import threading
+import time
 import zlib
 
+import httpx
 import jax
 import numpy as np
+import uvicorn
 
 from configs import default
 from fmnist_jax import exporter, members, models, train
@@ -26,13 +33,20 @@ def tiny_member(config, member: int = 1) -> tuple[exporter.TrainedMember, np.nda
     return trained, exp.dataset.test_images
 
 
-def export_untrained(out) -> None:
-    """Export a small CNN with random weights to `out`: enough for tests of files and HTTP, no training."""
+def export_untrained(out, seed: int = 0, reference_images: np.ndarray | None = None) -> None:
+    """Export a small CNN with random weights to `out`: enough for tests of files and HTTP, no training.
+
+    With `reference_images`, the manifest gets a drift reference computed on them (as `export` does).
+    """
     config = default.get_config()
     config.model.widths, config.model.depths = (8, 16), (1, 1)
     model = models.build(config)
-    variables = models.init_variables(model, jax.random.key(0))
-    exporter.export_model(exporter.TrainedMember(config, model, variables, {"fold": 0, "seed": 0}), out)
+    variables = models.init_variables(model, jax.random.key(seed))
+    trained = exporter.TrainedMember(config, model, variables, {"fold": 0, "seed": seed})
+    reference = None
+    if reference_images is not None:
+        reference = exporter.reference_statistics(trained, reference_images, "generated test images")
+    exporter.export_model(trained, out, reference=reference)
 
 
 def npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:
@@ -55,3 +69,25 @@ def png_header(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@contextlib.contextmanager
+def running(app):
+    """`app` on a real uvicorn server at a free port of 127.0.0.1; yields an httpx client and the port."""
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(600):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start within 30 s"
+    port = sock.getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client, port
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

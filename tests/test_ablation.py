@@ -2,6 +2,9 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import chex
@@ -10,7 +13,8 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from fmnist_jax import ablation, config_lib, errors, models, plots, stats, train
+from fmnist_jax import ablation, config_lib, errors, models, plots, stats, tracking, train
+from fmnist_jax.writers import read_jsonl
 from fmnist_jax.commands import ablate as ablate_cmd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,8 +59,10 @@ def test_expand_refuses_unknown_keys_and_bad_names(tiny_config):
         ablation.expand(tiny_config, [("../a", {})])
 
 
-@pytest.mark.parametrize("name,arg", [("width", None), ("depth", None), ("depth", "fixed"), ("best_recipe", None)])
-def test_width_and_depth_grids_within_budget(name, arg):
+@pytest.mark.parametrize(
+    "name,arg", [(p.stem, None) for p in sorted((REPO / "ablations").glob("*.py"))] + [("depth", "fixed")]
+)
+def test_every_shipped_grid_is_within_budget(name, arg):
     module = load(name)
     base = module.get_config(arg)
     points = ablation.expand(base, module.get_grid(base))
@@ -164,6 +170,41 @@ def test_paired_test_matches_members_by_fold_and_seed():
     assert all(np.isnan(stats.paired(members(a), members(b, folds=(0, 1, 3)), "test_accuracy")))
 
 
+def test_confidence_interval_is_students_t_and_covers_the_mean():
+    d = np.array([0.01, 0.03, 0.02, 0.00, 0.04])
+    lo, hi = stats.confidence_interval(d)
+    half = scipy_stats.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)  # 2.776 * 0.0158 / 2.236
+    chex.assert_trees_all_close((lo, hi), (d.mean() - half, d.mean() + half))
+    assert lo < d.mean() < hi and lo > 0  # this difference excludes zero
+    assert all(np.isnan(stats.confidence_interval(d[:1])))
+
+
+def test_benjamini_hochberg_adjustment_and_untestable_points():
+    # sorted p 0.01, 0.03, 0.04 of 3 tests: 0.01 * 3/1 = 0.03; 0.03 * 3/2 = 0.045 -> monotone with 0.04 * 3/3 = 0.04
+    adjusted = stats.adjust([0.04, float("nan"), 0.01, 0.03])
+    chex.assert_trees_all_close(adjusted[0], 0.04)
+    chex.assert_trees_all_close(adjusted[2], 0.03)
+    chex.assert_trees_all_close(adjusted[3], 0.04)
+    assert np.isnan(adjusted[1])
+    assert all(a >= p for a, p in zip(adjusted, [0.04, 0.0, 0.01, 0.03]) if not np.isnan(a))
+
+
+def test_correction_keeps_chance_level_grids_from_finding_differences():
+    """The issue's case: 12 noise points against one baseline. Uncorrected, about half of such grids show some
+    p < 0.05 (1 - 0.95^12 = 46%); after Benjamini-Hochberg, about 5% (its false-discovery rate under the null)."""
+    rng = np.random.default_rng(0)
+    raw_hits = adjusted_hits = 0
+    for _ in range(200):
+        base = members(list(0.1 + rng.normal(0, 0.002, 5)), folds=range(5))
+        p = [
+            stats.paired(base, members(list(0.1 + rng.normal(0, 0.002, 5)), folds=range(5)), "test_accuracy")[1]
+            for _ in range(12)
+        ]
+        raw_hits += min(p) < 0.05
+        adjusted_hits += min(stats.adjust(p)) < 0.05
+    assert raw_hits / 200 > 0.3 and adjusted_hits / 200 < 0.12
+
+
 def test_markdown_and_chart_from_a_table():
     row = dict(
         point="p",
@@ -176,14 +217,23 @@ def test_markdown_and_chart_from_a_table():
         test_acc_mean=0.89,
         test_acc_std=0.02,
         test_delta=0.004,
+        test_ci_low=0.001,
+        test_ci_high=0.007,
         test_p=0.03,
+        test_p_adj=0.06,
         val_delta=float("nan"),
+        val_ci_low=float("nan"),
+        val_ci_high=float("nan"),
         val_p=float("nan"),
+        val_p_adj=float("nan"),
         wall_s=12.0,
     )
     md = ablation.to_markdown([row, dict(row, point="base", overrides="augment=flip_lr|flip_ud")], "base")
     assert "`augment=flip_lr\\|flip_ud`" in md
-    assert "| p | `augment=none` | 1,000 | 2.00 | 3 | 90.00 ± 1.00 | 89.00 ± 2.00 | +0.40 (p=0.030) | — | 12 |" in md
+    assert (
+        "| p | `augment=none` | 1,000 | 2.00 | 3 | 90.00 ± 1.00 | 89.00 ± 2.00 | "
+        "+0.40 [+0.10, +0.70] p=0.030 (adj. 0.060) | — | 12 |" in md
+    )
     assert "**base**" in md
     fig = plots.bar_chart([row, dict(row, point="base")], "t", baseline="base")
     assert len(fig.axes[0].patches) == 4
@@ -205,6 +255,63 @@ def test_sweep_export_is_a_wandb_grid_over_points(tmp_path):
         == 0
     )
     spec = yaml.safe_load(out.read_text())
-    assert spec["method"] == "grid" and spec["program"] == "fmnist_jax/cli.py"
+    assert spec["method"] == "grid" and spec["metric"] == {"name": "val/accuracy", "goal": "maximize"}
+    assert Path(spec["program"]) == REPO / "fmnist_jax" / "cli.py"  # absolute: agents start anywhere
     assert spec["parameters"]["point"]["values"] == ["w0.25", "w0.5", "w0.75", "w1.0"]
+    assert (
+        f"--workdir={Path('runs/w').resolve()}" in spec["command"]
+        and str(REPO / "ablations/width.py") in spec["command"]
+    )
     assert "--config.train.epochs=2" in spec["command"] and spec["command"][-1] == "${args}"
+    assert "--config.wandb.mode=online" in spec["command"]  # an agent reports to its sweep
+
+
+def test_sweep_agent_run_keeps_every_members_metrics(tiny_config, tmp_path):
+    """`wandb agent` as far as it can be had offline: it starts the sweep's command with `--point=...` and
+    WANDB_SWEEP_ID/WANDB_RUN_ID set, under which W&B forces the agent's run id on every `wandb.init`."""
+    tiny_config.train.epochs = 2
+    path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {"augment": "none"}, "b": {"augment": "flip_lr"}})
+    sweep = tmp_path / "sweep.yaml"
+    work = tmp_path / "work"
+    ablate_cmd.main([str(path), "--workdir", str(work), "--config.wandb.mode=offline", "--export_sweep", str(sweep)])
+    spec = yaml.safe_load(sweep.read_text())
+    fill = {"${env}": [], "${interpreter}": [sys.executable], "${program}": [spec["program"]], "${args}": ["--point=b"]}
+    argv = [x for part in spec["command"] for x in fill.get(part, [part])]
+    env = {**os.environ, "WANDB_SWEEP_ID": "sweep01", "WANDB_RUN_ID": "agent01", "WANDB_SILENT": "true"}
+    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (work / "b" / "wandb").glob("offline-run-*-agent01")
+    history, final = tracking.offline_run(run_dir)
+    epochs = [r for r in history if "val/accuracy" in r]
+    rows = read_jsonl(work / "b" / "metrics.jsonl")
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for tag, member in (("fold0_seed0", 0), ("fold1_seed0", 1)):  # both members, none lost to a run-id clash
+        mine = [r["val_accuracy"] for r in rows if r["member"] == member]
+        np.testing.assert_allclose([r[f"{tag}/val/accuracy"] for r in epochs], mine, rtol=1e-6)
+    np.testing.assert_allclose(  # the sweep's metric: the members' mean
+        [r["val/accuracy"] for r in epochs],
+        [np.mean([r["val_accuracy"] for r in rows if r["epoch"] == e]) for e in (1, 2)],
+        rtol=1e-6,
+    )
+    summary = json.loads((work / "b" / "summary.json").read_text())
+    assert final["val/accuracy"] == pytest.approx(summary["val_accuracy"]["mean"])
+    assert final["fold1_seed0/test/accuracy"] == pytest.approx(summary["members"][1]["test_accuracy"])
+    assert not (work / "a").exists()  # the agent trained its point only
+
+
+def test_submitit_local_executor_runs_the_grid(tiny_config, tmp_path):
+    """`--launch local`: the same job array SLURM would get, as local subprocesses; then the table. (Through the
+    CLI in a subprocess: submitit's logging holds the streams it found at import, which pytest's capture closes.)"""
+    tiny_config.train.epochs = 1
+    path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {"augment": "none"}, "b": {"augment": "flip_lr"}})
+    work = tmp_path / "work"
+    argv = [sys.executable, "-m", "fmnist_jax.cli", "ablate", str(path), "--workdir", str(work), "--progress=false"]
+    argv += ["--launch", "local", "--launch_params=timeout_min=5"]
+    first = subprocess.run([*argv, "--wait"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "submitted 2 point(s) to local" in first.stdout
+    assert len(list((work / "submitit").glob("*/*_result.pkl"))) == 2  # each point ran as a submitit task
+    table = list(csvrows(work / "table.csv"))
+    assert [r["point"] for r in table] == ["a", "b"] and all(int(r["members"]) == 2 for r in table)
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "submitted 0 point(s)" in again.stdout  # finished points are not resubmitted

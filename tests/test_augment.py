@@ -64,3 +64,9 @@ def test_deterministic_in_key_and_identity_for_none():
 def test_unknown_ops_are_refused(spec):
     with pytest.raises(ValueError, match="unknown augmentation"):
         augment.parse(spec)
+
+
+def test_registry_refuses_a_name_twice():
+    with pytest.raises(ValueError, match="'flip_lr' is registered twice"):
+        augment.register("flip_lr")(lambda: None)
+    assert augment.REGISTRY["flip_lr"] is augment.flip_lr

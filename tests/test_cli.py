@@ -43,6 +43,14 @@ def test_missing_flags_and_unknown_command(capsys):
     assert cli.main(["--help"]) == 0
 
 
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "--" in capsys.readouterr().out  # its flags, with their help
+
+
 def test_console_script_trains_with_overrides(tiny_data_dir, tmp_path):
     cmd = [
         sys.executable,

@@ -10,17 +10,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fmnist_jax"
 
 LAYERS = [
     {"errors"},
-    {"writers", "backend", "stats", "artifact", "config_lib", "data", "augment", "images", "metrics", "models"},
-    {"steps", "members", "record", "tracking", "plots"},
+    {"writers", "backend", "stats", "artifact", "config_lib", "data", "augment", "images", "metrics", "models"}
+    | {"distributed", "drift", "feedback"},
+    {"steps", "members", "record", "tracking", "plots", "monitoring"},
     {"validate", "checkpoints"},
     {"restore", "train"},
     {"evaluation", "exporter", "prediction", "serving", "reporting", "ablation"},
+    {"cluster", "retraining", "monitoring_report"},
     {"commands.parsing"},
     {"commands.train", "commands.evaluate", "commands.export", "commands.predict", "commands.serve"}
-    | {"commands.report", "commands.ablate"},
+    | {"commands.report", "commands.ablate", "commands.monitor", "commands.retrain"},
     {"cli"},
 ]
-LIBRARY = set().union(*LAYERS[:6])
+LIBRARY = {m for layer in LAYERS for m in layer if not m.startswith("commands.") and m != "cli"}
 
 
 def _modules() -> dict[str, Path]:

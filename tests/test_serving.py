@@ -1,6 +1,5 @@
 """serve on real uvicorn servers (127.0.0.1) called with httpx: good and bad input, limits, concurrency, the command."""
 
-import contextlib
 import gzip
 import io
 import json
@@ -10,17 +9,15 @@ import select
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
-from deploy_helpers import export_untrained, idx_header, npy_header, png_header
+from deploy_helpers import export_untrained, idx_header, npy_header, png_header, running
 from fmnist_jax import data, serving
 from fmnist_jax.commands import serve as serve_cmd
 from fmnist_jax.commands.parsing import UsageError
@@ -38,28 +35,6 @@ def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("served") / "model"
     export_untrained(out)
     return out
-
-
-@contextlib.contextmanager
-def running(app):
-    """`app` on a real uvicorn server at a free port of 127.0.0.1; yields an httpx client and the port."""
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start within 30 s"
-    port = sock.getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client, port
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,22 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
         images = [r for r in history if "test/confusion_matrix/_type" in r]  # media are logged as file records
         assert len(images) == 1 and images[0]["test/predictions/_type"] == "image-file"
         assert (run_dir / "files" / images[0]["test/confusion_matrix/path"]).is_file()
-        assert final["test_accuracy"] == pytest.approx(summary["members"][member]["test_accuracy"])
-        assert final["val_accuracy"] == pytest.approx(summary["members"][member]["val_accuracy"])
+        assert final["test/accuracy"] == pytest.approx(summary["members"][member]["test_accuracy"])
+        assert final["val/accuracy"] == pytest.approx(summary["members"][member]["val_accuracy"])
+        records = list(tracking.offline_records(next(run_dir.glob("*.wandb"))))
+        (run,) = [r.run for r in records if r.HasField("run")]
+        config = {i.key: json.loads(i.value_json) for i in run.config.update}
+        assert config["git"] == json.loads((tmp_path / "record.json").read_text())["git"]
+        assert config["wandb.tags"] == [] and config["fold"] == member
+        metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records if r.HasField("metric")}
+        assert metrics.get("*") == "epoch"  # every curve on the epoch axis
+        artifacts = [r.artifact for r in records if r.HasField("artifact")]
+        if member == 0:  # the final checkpoint, once per run directory
+            (art,) = artifacts
+            assert art.type == "checkpoint" and json.loads(art.metadata)["epoch"] == 2
+            assert {e.path for e in art.manifest.contents} >= {"_CHECKPOINT_METADATA"}
+        else:
+            assert artifacts == []
 
 
 class _FailingRun:
@@ -42,6 +56,9 @@ class _FailingRun:
 
     def log(self, *args, **kwargs):
         raise OSError("disk full")
+
+    def define_metric(self, *args, **kwargs):
+        pass
 
     def finish(self):
         self.finished = True

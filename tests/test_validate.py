@@ -57,12 +57,13 @@ def test_shipped_configs_are_valid(name, arg):
     validate.check(importlib.import_module(f"configs.{name}").get_config(arg))
 
 
-@pytest.mark.parametrize("grid", ["augmentation", "width", "depth", "best_recipe", "long_budget"])
+@pytest.mark.parametrize("grid", sorted(p.stem for p in (ROOT / "ablations").glob("*.py")))
 def test_every_point_of_the_shipped_grids_is_valid(grid):
     module = config_lib.load_module(ROOT / "ablations" / f"{grid}.py")
-    base = module.get_config(None)
-    for point in ablation.expand(base, module.get_grid(base)):
-        validate.check(point.config)
+    for arg in (None, "smoke"):  # every grid takes :smoke the same way
+        base = module.get_config(arg)
+        for point in ablation.expand(base, module.get_grid(base)):
+            validate.check(point.config)
 
 
 def test_cli_refuses_before_writing_anything(capsys, tmp_path):

@@ -41,3 +41,10 @@ def test_jsonl_rows_are_strict(tmp_path):
         w.write([{"epoch": 2, "loss": math.inf}])
     w.close()
     assert read_jsonl(tmp_path / "m.jsonl") == [{"epoch": 1, "loss": 0.5}]
+
+
+def test_json_files_get_the_usual_mode(tmp_path):
+    """Not mkstemp's 0600: results must be readable by the other people and services that read them."""
+    write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "b.json").write_text("{}")  # what a plain open() gives under this umask
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777

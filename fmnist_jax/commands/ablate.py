@@ -30,9 +30,38 @@ def _define(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_bool("dry_run", False, "Expand the grid, check budgets, list the points and exit.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show progress bars.", flag_values=fv)
+    flags.DEFINE_enum(
+        "launch", None, ["slurm", "local"], "Submit the points as a job array (submitit) instead.", flag_values=fv
+    )
+    flags.DEFINE_list(
+        "launch_params",
+        [],
+        "submitit executor parameters KEY=VALUE, e.g. slurm_partition=gpu,timeout_min=120,gpus_per_node=1.",
+        flag_values=fv,
+    )
+    flags.DEFINE_bool("wait", False, "With --launch: wait for every task, then write the table.", flag_values=fv)
+
+
+def _launch_params(items: list[str]) -> dict[str, int | float | str]:
+    """['timeout_min=120', 'slurm_partition=gpu'] -> {'timeout_min': 120, 'slurm_partition': 'gpu'}."""
+    out: dict[str, int | float | str] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise parsing.UsageError(f"--launch_params wants KEY=VALUE items, got {item!r}")
+        for kind in (int, float):
+            try:
+                out[key] = kind(text)
+                break
+            except ValueError:
+                out[key] = text
+    return out
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: fmnist-jax ablate ABLATION.py[:arg] --workdir DIR [--config.KEY=VALUE ...] [flags]")
+        parsing.parse(argv, _define)  # prints the flags and exits
     if not argv or argv[0].startswith("-"):
         raise parsing.UsageError("usage: fmnist-jax ablate ABLATION.py[:arg] --workdir DIR [--config.KEY=VALUE ...]")
     spec, rest = argv[0], argv[1:]
@@ -56,7 +85,18 @@ def main(argv: list[str]) -> int:
         print(f"{len(grid.points)} points within budget; baseline {grid.baseline}; {ablation.budget_line(grid.points)}")
         return 0
     command = shlex.join(["fmnist-jax", "ablate", *argv])
-    table = ablation.run(grid, fv.workdir, fv.point, fv.progress, fv.out, command)
+    if fv.launch:
+        from fmnist_jax import cluster
+
+        jobs = cluster.submit(grid, fv.workdir, fv.launch, only=fv.point, parameters=_launch_params(fv.launch_params))
+        print(f"submitted {len(jobs)} point(s) to {fv.launch}: {', '.join(j.job_id for j in jobs) or 'all done'}")
+        if not fv.wait:
+            print("when they have finished, run the same command without --launch to write the table")
+            return 0
+        for job in jobs:
+            job.result()  # raises the task's error, if any
+    only = [] if fv.launch else fv.point  # after a launch the table covers every finished point
+    table = ablation.run(grid, fv.workdir, only, fv.progress, fv.out, command)
     print(ablation.to_markdown(table, grid.baseline) if table else "no finished points yet")
     print(f"wrote {Path(fv.workdir) / 'table.md'}" + (f" and {fv.out}" if fv.out else ""))
     return 0

@@ -64,6 +64,10 @@ def parse(
     if repeated:  # absl would concatenate repeated tuple overrides: (1,) and (2,) -> (1, 2)
         raise UsageError(f"{', '.join(repeated)} given more than once")
     fv = flags.FlagValues()
+    if "--help" in argv or "-h" in argv:  # a fresh FlagValues has no --help of its own (absl.app defines it)
+        define(fv)
+        print(fv.get_help(include_special_flags=False) or "(no flags)")
+        raise SystemExit(0)
     config_file = _config_file(argv)
     if config_file:
         config_lib.make_importable(config_file)

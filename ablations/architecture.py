@@ -1,0 +1,27 @@
+"""Architecture switches of the reference CNN at the same widths: BatchNorm and residual shortcuts on and off.
+
+Shortcuts add no parameters (identity where a block keeps its width), and dropping BatchNorm gives the
+convolutions their biases back, so every point stays within a few hundred parameters of the baseline.
+"""
+
+import ml_collections
+
+from configs import default
+
+BASELINE = "bn"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = default.get_config(arg)
+    c.name = "architecture"
+    return c
+
+
+def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
+    del config  # the same points whatever the base
+    return [
+        ("bn", {}),
+        ("no_bn", {"model.batch_norm": False}),
+        ("bn_residual", {"model.residual": True}),
+        ("residual_no_bn", {"model.residual": True, "model.batch_norm": False}),
+    ]
