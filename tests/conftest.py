@@ -21,6 +21,19 @@ def make_images(labels: np.ndarray, seed: int) -> np.ndarray:
     return images
 
 
+def batch(n: int, seed: int) -> np.ndarray:
+    """n generated images cycling through the 10 classes (drift and monitoring tests)."""
+    return make_images(np.arange(n) % 10, seed)
+
+
+# Input shifts a deployed model must notice (inverted, darkened, noised Fashion-MNIST-like images).
+SHIFTS = {
+    "inverted": lambda x: 255 - x,
+    "darkened": lambda x: (x * 0.5).astype(np.uint8),
+    "noised": lambda x: np.clip(x + np.random.default_rng(9).normal(0, 40, x.shape), 0, 255).astype(np.uint8),
+}
+
+
 def write_idx_dir(directory: Path, n_train: int = 240, n_test: int = 100, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     train_labels = np.arange(n_train, dtype=np.uint8) % 10

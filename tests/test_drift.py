@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import SHIFTS, batch
 
 from fmnist_jax import drift
 
@@ -15,17 +15,6 @@ def probabilities(x: np.ndarray) -> np.ndarray:
     logits = -((m - 10.0 * np.arange(10)) ** 2) / 50.0
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
-
-
-def batch(n: int, seed: int) -> np.ndarray:
-    return make_images(np.arange(n) % 10, seed)
-
-
-SHIFTS = {
-    "inverted": lambda x: 255 - x,
-    "darkened": lambda x: (x * 0.5).astype(np.uint8),
-    "noised": lambda x: np.clip(x + np.random.default_rng(9).normal(0, 40, x.shape), 0, 255).astype(np.uint8),
-}
 
 
 @pytest.fixture(scope="module")

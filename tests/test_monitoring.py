@@ -12,7 +12,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import SHIFTS, batch
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy_helpers import export_untrained, running
@@ -22,17 +22,6 @@ from fmnist_jax.artifact import ExportedModel
 TOKEN = "s3cret-admin-token-0123456789"
 LIMITS = serving.Limits(max_batch=64)
 OCTETS = {"content-type": "application/octet-stream"}
-
-
-def batch(n: int, seed: int) -> np.ndarray:
-    return make_images(np.arange(n) % 10, seed)
-
-
-SHIFTS = {
-    "inverted": lambda x: 255 - x,
-    "darkened": lambda x: (x * 0.5).astype(np.uint8),
-    "noised": lambda x: np.clip(x + np.random.default_rng(9).normal(0, 40, x.shape), 0, 255).astype(np.uint8),
-}
 
 
 def npy(x: np.ndarray) -> bytes:
