@@ -219,6 +219,46 @@ class JaxBench:
             self.exp.train_step,
         )
 
+    def _other_point(self) -> Any:
+        """A second grid point of the same network: another augmentation and learning rate (packable)."""
+        other = self.config.copy_and_resolve_references()
+        other.name, other.augment, other.optim.lr = "other", "crop(2)|flip_lr", self.config.optim.lr * 2
+        return other
+
+    def _experiment_steps(self, exp: train.Experiment) -> Callable[[], None]:
+        """One train step of `exp`'s members on its own index batches, per call."""
+        state = train.init_state(exp)
+        order = train.epoch_order(exp, 0)[:8]
+        nxt = _cycle([members.place(jnp.asarray(o), exp.mesh, stacked=False) for o in order])
+        arrays = (exp.arrays["train_images"], exp.arrays["train_labels"])
+
+        def step():
+            nonlocal state
+            state, _ = exp.train_step(state, *arrays, nxt())
+            jax.block_until_ready(state)
+
+        return step
+
+    def packed(self) -> Variant:
+        """Two grid points (K members each) as one program: `train.setup(config, packed=[other])`."""
+        exp = train.setup(self.config, self.exp.dataset, packed=[self._other_point()])
+        what = f"JAX, 2 points x {self.k} members in one program (train.train_packed's step, {exp.mesh.size} device(s))"
+        return Variant("packed", what, 2 * self.k * self.b, self._experiment_steps(exp))
+
+    def separate(self) -> Variant:
+        """The same two points as two programs, one step of each per call (what `ablate --pack off` runs)."""
+        first, second = (
+            self._experiment_steps(self.exp),
+            self._experiment_steps(train.setup(self._other_point(), self.exp.dataset)),
+        )
+
+        def step():
+            first()
+            second()
+
+        what = f"JAX, the same 2 points as 2 programs of {self.k} members, one step of each"
+        return Variant("separate", what, 2 * self.k * self.b, step)
+
     def vmap(self) -> Variant:
         step = members.over_members(
             steps.make_train_step(self.config),
@@ -323,6 +363,7 @@ def ratios(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
         "single_vs_single_ynnpack": _ratios(per_round, "single", "single_ynnpack"),
         "together_vs_single": _ratios(per_round, "together", "single"),
         "vmap_vs_one_by_one": _ratios(per_round, "vmap", "one_by_one"),
+        "packed_vs_separate": _ratios(per_round, "packed", "separate"),
         "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
         "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
         **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")},

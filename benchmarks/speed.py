@@ -29,6 +29,8 @@ VARIANTS = (
     "single_dp",
     "torch",
     "torch_cl",
+    "packed",
+    "separate",
 )
 DEFAULT_VARIANTS = "single,single_flax_pool,together,one_by_one,torch,torch_cl"
 

@@ -15,7 +15,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "default"
     c.seeds = (0,)
     c.data = ml_collections.ConfigDict(dict(dir="", source="idx", verify=True))
-    c.cv = ml_collections.ConfigDict(dict(k=5, folds=(0, 1, 2, 3, 4), split_seed=0))
+    # holdout=False: train on all 60k (final models; nothing to validate on)
+    c.cv = ml_collections.ConfigDict(dict(k=5, folds=(0, 1, 2, 3, 4), split_seed=0, holdout=True))
     c.model = ml_collections.ConfigDict(dict(widths=(32, 64, 56), depths=(2, 2, 1), batch_norm=True, residual=False))
     c.max_params = 100_000  # the project's budget; every model and grid point is checked against it
     c.augment = "flip_lr"
@@ -24,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(
         dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0)
     )
-    c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False))
+    c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False, tta_shift=0))
     c.members = ml_collections.ConfigDict(dict(strategy="auto", devices=0))
     c.compile = ml_collections.ConfigDict(dict(cpu_conv="eigen"))  # fmnist_jax/backend.py: why Eigen
     # Where results go, not what is computed: these may change when a run is resumed.

@@ -23,7 +23,13 @@ from fmnist_jax.errors import ConfigError
 # where the data is read from; what is read is checked by its digest.)
 MUTABLE_KEYS = ("checkpoint", "wandb", "data")
 # Config keys added after runs were saved without them, with the value that reproduces those runs.
-ADDED_KEYS = {"eval.tta_flip": False, "compile.cpu_conv": "ynnpack", "wandb.tags": ()}
+ADDED_KEYS = {
+    "eval.tta_flip": False,
+    "compile.cpu_conv": "ynnpack",
+    "wandb.tags": (),
+    "cv.holdout": True,
+    "eval.tta_shift": 0,
+}
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

@@ -205,3 +205,11 @@ def kfold(labels: np.ndarray, k: int, fold: int, seed: int = 0) -> tuple[np.ndar
     val = np.sort(np.concatenate(per_class))
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
     return train.astype(np.int32), val.astype(np.int32)
+
+
+def split(labels: np.ndarray, cv: Any, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) of a member under `config.cv`: its k-fold split, or with `cv.holdout` false all
+    images for training and none held out (final models, once cross-validation has fixed the recipe)."""
+    if not cv.holdout:
+        return np.arange(len(labels), dtype=np.int32), np.zeros(0, np.int32)
+    return kfold(labels, cv.k, fold, cv.split_seed)

@@ -15,16 +15,21 @@ from fmnist_jax import data, plots, restore, stats
 
 
 def evaluate_run(
-    workdir: str | Path, member: tuple[int, int] | None = None, step: int | None = None, tta_flip: bool | None = None
+    workdir: str | Path,
+    member: tuple[int, int] | None = None,
+    step: int | None = None,
+    tta_flip: bool | None = None,
+    tta_shift: int | None = None,
 ) -> dict[str, Any]:
     """Test metrics of the restored members (all, or `member=(fold, seed)`): per member, mean ± std, per class,
-    confusion matrices; `tta_flip` None evaluates as the run was configured."""
+    confusion matrices; test-time views (`tta_flip`, `tta_shift`) None evaluate as the run was configured."""
     run = restore.restore(workdir, step)
     if member is not None:
         run = run.select(*member)
     dataset = data.for_config(run.config, run.data_digest)
     tta_flip = run.config.eval.tta_flip if tta_flip is None else tta_flip
-    test, logits = run.evaluate(dataset.test_images, dataset.test_labels, tta_flip)
+    tta_shift = run.config.eval.tta_shift if tta_shift is None else tta_shift
+    test, logits = run.evaluate(dataset.test_images, dataset.test_labels, tta_flip, tta_shift)
     labels = dataset.test_labels
     cms = [plots.confusion_matrix(labels, lg.argmax(-1)) for lg in logits]
     per_class = np.stack([np.diag(c) / np.maximum(c.sum(1), 1) for c in cms])
@@ -34,6 +39,7 @@ def evaluate_run(
         "epoch": run.epoch,
         "data_digest": dataset.digest,
         "tta_flip": tta_flip,
+        "tta_shift": tta_shift,
         "members": [
             {
                 "fold": m.fold,
@@ -55,7 +61,7 @@ def evaluate_run(
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['name']} at epoch {r['epoch']} ({r['workdir']}); test-time flip averaging "
-        f"{'on' if r['tta_flip'] else 'off'}",
+        f"{'on' if r['tta_flip'] else 'off'}, moves of {r.get('tta_shift', 0)} pixel(s)",
         "member          test acc   test loss",
     ]
     lines += [

@@ -50,13 +50,16 @@ def inference_fn(
 
     def fn(images_u8: jax.Array) -> jax.Array:
         x = steps.normalize(steps.preprocess(images_u8), config)
-        return steps.infer(model.apply, variables, x, config.eval.tta_flip)
+        return steps.infer(
+            model.apply, variables, x, config.eval.tta_flip, config.eval.tta_shift, steps.background(config)
+        )
 
     return fn
 
 
 def load_member(workdir: str | Path, member: tuple[int, int] | None = None) -> TrainedMember:
-    """Restore one member of a finished run: `member=(fold, seed)`, or the best by validation accuracy."""
+    """Restore one member of a finished run: `member=(fold, seed)`, or the best by validation accuracy (the
+    first member when nothing was held out: `cv.holdout` false)."""
     workdir = Path(workdir)
     try:
         summary = json.loads((workdir / "summary.json").read_text())
@@ -64,7 +67,8 @@ def load_member(workdir: str | Path, member: tuple[int, int] | None = None) -> T
         raise RunError(f"{workdir}: no readable summary.json ({e}); is it a finished `fmnist-jax train` run?") from e
     run = restore.restore(workdir)
     if member is None:
-        i = int(np.argmax([m["val_accuracy"] for m in summary["members"]]))
+        val = [m["val_accuracy"] for m in summary["members"]]
+        i = 0 if None in val else int(np.argmax(val))
         member = run.members[i].fold, run.members[i].seed
     run = run.select(*member)
     (row,) = [m for m in summary["members"] if (m["fold"], m["seed"]) == member]
@@ -88,10 +92,13 @@ REFERENCE_IMAGES = 5000  # held-out images a drift reference is computed on (dec
 
 
 def reference_images(trained: TrainedMember, dataset: data.Dataset, n: int = REFERENCE_IMAGES) -> np.ndarray:
-    """Up to `n` images of the member's validation fold: the training distribution, unseen by the model."""
-    c = trained.config
-    _, val = data.kfold(dataset.train_labels, c.cv.k, int(trained.info["fold"]), c.cv.split_seed)
-    pick = np.sort(np.random.default_rng(0).permutation(val)[:n])
+    """Up to `n` images of the member's validation fold: the training distribution, unseen by the model.
+
+    A model trained on every training image (`cv.holdout` false) has no unseen ones: its reference is drawn
+    from the images it trained on, where its confidence is somewhat higher than on new ones.
+    """
+    train, val = data.split(dataset.train_labels, trained.config.cv, int(trained.info["fold"]))
+    pick = np.sort(np.random.default_rng(0).permutation(val if len(val) else train)[:n])
     return dataset.train_images[pick]
 
 

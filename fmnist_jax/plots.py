@@ -266,3 +266,20 @@ def bar_chart(table: Sequence[dict[str, Any]], title: str = "", baseline: str | 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
+
+
+def budget_chart(points: dict[str, Sequence[dict[str, float] | None]], epochs: Sequence[Any]) -> Figure:
+    """Val accuracy (mean ± 1 std over members) of each point at each budget: does the ranking hold?"""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for name, values in points.items():
+        xs = [e for e, v in zip(epochs, values) if v is not None]
+        ms = [v for v in values if v is not None]
+        ax.errorbar(xs, [100 * v["mean"] for v in ms], [100 * v["std"] for v in ms], marker="o", capsize=4, label=name)
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("val accuracy %")
+    ax.set_xticks([e for e in epochs if e is not None])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Learning-curve check: the top points at two budgets")
+    return fig

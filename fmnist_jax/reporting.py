@@ -190,7 +190,7 @@ def member_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "fold": m["fold"],
             "seed": m["seed"],
-            "val accuracy %": f"{100 * m['val_accuracy']:.2f}",
+            "val accuracy %": "none held out" if m["val_accuracy"] is None else f"{100 * m['val_accuracy']:.2f}",
             "test accuracy %": f"{100 * m['test_accuracy']:.2f}",
             "test loss": f"{m['test_loss']:.4f}",
         }
@@ -237,7 +237,7 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
                     "epochs": summary["epochs"],
                     "steps/epoch": summary["steps_per_epoch"],
                     "train img/s": f"{summary['train_images_per_s']:.0f} on {summary['devices']} device(s)",
-                    "val accuracy": stats.pct_of(summary["val_accuracy"]),
+                    "val accuracy": stats.pct_of(v) if (v := summary["val_accuracy"]) else "none held out",
                     "test accuracy": stats.pct_of(summary["test_accuracy"]),
                 }
             ]

@@ -69,7 +69,11 @@ class Restored:
         return members.unstack(self.variables, i)
 
     def evaluate(
-        self, images_u8: np.ndarray, labels: np.ndarray | None = None, tta_flip: bool | None = None
+        self,
+        images_u8: np.ndarray,
+        labels: np.ndarray | None = None,
+        tta_flip: bool | None = None,
+        tta_shift: int | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Every member on the same images, through the training eval step.
 
@@ -77,14 +81,16 @@ class Restored:
           images_u8: uint8 [N, 28, 28], Fashion-MNIST convention (light item on black).
           labels: int [N] true classes, or None when only logits are wanted (metrics are then meaningless).
           tta_flip: test-time flip averaging; None: as the run was configured.
+          tta_shift: test-time moves by this many pixels (`steps.infer`; 0 none); None: as configured.
 
         Returns:
           (per-member {'loss', 'accuracy'} arrays [M], logits [M, N, 10]).
         """
-        config = self.config
-        if tta_flip is not None and tta_flip != config.eval.tta_flip:
-            config = config.copy_and_resolve_references()
+        config = self.config.copy_and_resolve_references()
+        if tta_flip is not None:
             config.eval.tta_flip = tta_flip
+        if tta_shift is not None:
+            config.eval.tta_shift = tta_shift
         eval_step = members.over_members(
             steps.make_eval_step(config, self.model.apply),
             (0, None, None, 0, 0),

@@ -255,7 +255,7 @@ def retrain(
     batch_size = int(batch_size or c.train.batch_size)
     dataset = data.for_config(c, trained.info["data_digest"])
     train_new, held = split(new.labels, holdout, seed)
-    fold_train, _ = data.kfold(dataset.train_labels, c.cv.k, int(trained.info["fold"]), c.cv.split_seed)
+    fold_train, _ = data.split(dataset.train_labels, c.cv, int(trained.info["fold"]))
     n_replay = len(train_new) if replay is None else len(fold_train) if replay == -1 else min(replay, len(fold_train))
     old = np.sort(np.random.default_rng(seed).permutation(fold_train)[:n_replay])
     x = np.concatenate([new.images[train_new], dataset.train_images[old]])

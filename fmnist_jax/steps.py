@@ -7,8 +7,8 @@ input pipeline to wait for, and nothing but indices crosses per step.
 
 from __future__ import annotations
 
-from typing import Any
-from collections.abc import Callable
+from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,7 +17,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from fmnist_jax import augment, models
+from fmnist_jax import augment, config_lib, models
 from fmnist_jax.metrics import Metrics
 
 
@@ -70,40 +70,116 @@ def normalize(images: jax.Array, config: ml_collections.ConfigDict) -> jax.Array
     return (images - config.normalize.mean) / config.normalize.std
 
 
+def background(config: ml_collections.ConfigDict) -> float:
+    """The normalised value of a black pixel: what a test-time shift uncovers (a training crop pads with it too)."""
+    return (0.0 - config.normalize.mean) / config.normalize.std  # plain Python: also inside a trace
+
+
 def _losses(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def make_train_step(config: ml_collections.ConfigDict) -> Callable:
-    """`train_step(state, images_u8, labels, idx) -> (state, Metrics)` for one model."""
-    aug = augment.parse(config.augment)
-    smoothing = config.train.label_smoothing
+# What points packed into one program may set apart (`pack_key`): the train step takes them per member. The
+# network, data, batch, epochs and evaluation are one for all, and so is the optimiser's name, whose state's
+# structure must stack (adam's and adamw's differ).
+PER_MEMBER_KEYS = (
+    "augment",
+    "train.label_smoothing",
+    "optim.lr",
+    "optim.weight_decay",
+    "optim.schedule",
+    "optim.warmup_epochs",
+)
+IDENTITY_KEYS = ("name", "seeds", "cv.folds", *config_lib.MUTABLE_KEYS)  # which run it is, and where it goes
 
-    def train_step(state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array):
+
+def pack_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config less what packed points may differ in: configs with equal keys can train as one program."""
+    flat = config_lib.flatten(config.to_dict())
+    drop = PER_MEMBER_KEYS + IDENTITY_KEYS
+    return {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
+
+
+class Recipe(NamedTuple):
+    """A packed point's own part of the train step: augmentation, label smoothing, optimiser (with its schedule)."""
+
+    augment: augment.BatchOp
+    label_smoothing: float
+    tx: optax.GradientTransformation | None  # None: the state's own (`TrainState.tx`)
+
+
+def recipe(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Recipe:
+    return Recipe(augment.parse(config.augment), config.train.label_smoothing, optimizer(config, steps_per_epoch))
+
+
+def make_train_step(config: ml_collections.ConfigDict, recipes: Sequence[Recipe] = ()) -> Callable:
+    """`train_step(state, images_u8, labels, idx, variant=0) -> (state, Metrics)` for one model.
+
+    Without `recipes` it trains `config` (the state's own optimiser). With them (points packed into one program,
+    `train.setup(..., packed=...)`), `variant` picks the member's recipe by `lax.switch`: an unrolled member runs
+    its own branch only, a vmapped one computes each branch and keeps its own, which is cheap, since the
+    branches hold only the augmentation, the label smoothing and the optimiser update. The forward and backward
+    pass, where the time goes, is the same code for every member.
+    """
+    recipes = recipes or (Recipe(augment.parse(config.augment), config.train.label_smoothing, None),)
+    smoothing = any(r.label_smoothing for r in recipes)  # then metrics report the plain cross-entropy
+
+    def pick(variant: jax.Array | int, branches: list[Callable], *args: Any) -> Any:
+        return branches[0](*args) if len(branches) == 1 else jax.lax.switch(variant, branches, *args)
+
+    def train_step(
+        state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array, variant: jax.Array | int = 0
+    ):
         x, y = preprocess(images_u8[idx]), labels[idx]
-        x = normalize(aug(jax.random.fold_in(state.key, state.step), x), config)
+        x = pick(variant, [r.augment for r in recipes], jax.random.fold_in(state.key, state.step), x)
+        x = normalize(x, config)
 
         def loss_fn(params):
             logits, updates = state.apply_fn(
                 {"params": params, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
             )
-            losses = _losses(logits, y, smoothing)
+            losses = pick(variant, [lambda lg, r=r: _losses(lg, y, r.label_smoothing) for r in recipes], logits)
             return losses.mean(), (logits, losses, updates)
 
         (_, (logits, losses, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+        txs = [r.tx or state.tx for r in recipes]
+        step, opt_state = pick(variant, [tx.update for tx in txs], grads, state.opt_state, state.params)
+        state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, step),
+            opt_state=opt_state,
+            batch_stats=updates.get("batch_stats", {}),
+        )
         return state, Metrics.from_logits(logits, y, _losses(logits, y, 0.0) if smoothing else losses)
 
     return train_step
 
 
-def infer(apply_fn: Callable, variables: dict, x: jax.Array, tta_flip: bool) -> jax.Array:
-    """Eval-mode logits; with `tta_flip`, the mean of the logits of x and of x mirrored left-right.
+def shifted(x: jax.Array, dy: int, dx: int, fill: float) -> jax.Array:
+    """[B, H, W, C] images moved down dy and right dx pixels (negative: up, left), uncovered pixels `fill`."""
+    s = max(abs(dy), abs(dx))
+    padded = jnp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), constant_values=fill)
+    h, w = x.shape[1:3]
+    return padded[:, s - dy : s - dy + h, s - dx : s - dx + w]
 
-    Test-time flip averaging costs a second forward pass and no training; it is sound only
-    for models trained with `flip_lr` (mirrored garments are then in-distribution).
+
+def infer(
+    apply_fn: Callable, variables: dict, x: jax.Array, tta_flip: bool, tta_shift: int = 0, fill: float = 0.0
+) -> jax.Array:
+    """Eval-mode logits; with `tta_flip`, the mean of the logits of x and of x mirrored left-right; with
+    `tta_shift` s, also of each of those moved s pixels up, down, left and right (5x the views; `fill` is the
+    normalised background the move uncovers).
+
+    Test-time views cost forward passes and no training; each is sound only for a model trained with the
+    matching augmentation (`flip_lr`, `crop`), so its views are in-distribution.
     """
+    if tta_shift:  # all views in one batch: one larger convolution per layer
+        base = [x, x[:, :, ::-1]] if tta_flip else [x]
+        moves = [(0, 0), (tta_shift, 0), (-tta_shift, 0), (0, tta_shift), (0, -tta_shift)]
+        views = [shifted(v, dy, dx, fill) if (dy, dx) != (0, 0) else v for v in base for dy, dx in moves]
+        logits = apply_fn(variables, jnp.concatenate(views), train=False)
+        return logits.reshape(len(views), x.shape[0], -1).mean(0)
     logits = apply_fn(variables, x, train=False)
     return (logits + apply_fn(variables, x[:, :, ::-1], train=False)) / 2 if tta_flip else logits
 
@@ -118,11 +194,11 @@ def make_eval_step(config: ml_collections.ConfigDict, apply_fn: Callable) -> Cal
 
     It takes variables, not a TrainState, so a restored run evaluates without an optimiser.
     """
-    tta_flip = config.eval.tta_flip
+    tta = config.eval.tta_flip, config.eval.tta_shift, background(config)
 
     def eval_step(variables: dict, images_u8: jax.Array, labels: jax.Array, idx: jax.Array, mask: jax.Array):
         x, y = normalize(preprocess(images_u8[idx]), config), labels[idx]
-        logits = infer(apply_fn, variables, x, tta_flip)
+        logits = infer(apply_fn, variables, x, *tta)
         return Metrics.from_logits(logits, y, _losses(logits, y, 0.0), mask), logits
 
     return eval_step

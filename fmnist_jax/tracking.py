@@ -255,8 +255,10 @@ def log_model(config: ml_collections.ConfigDict, workdir: str | Path, model_dir:
 
 
 def _keys(row: dict[str, Any]) -> dict[str, Any]:
-    """'val_accuracy' -> 'val/accuracy': one naming scheme for history and summary (W&B panels group by prefix)."""
-    return {k.replace("_", "/", 1): v for k, v in row.items() if k not in ("member", "fold", "seed", "epoch")}
+    """'val_accuracy' -> 'val/accuracy': one naming scheme for history and summary (W&B panels group by prefix);
+    a metric a run does not have (val without held-out data) is left out, not logged as None."""
+    skip = ("member", "fold", "seed", "epoch")
+    return {k.replace("_", "/", 1): v for k, v in row.items() if k not in skip and v is not None}
 
 
 def _per_point(members: Sequence[Any], metrics: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import filelock
@@ -43,18 +44,36 @@ from fmnist_jax.members import Member
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
 from fmnist_jax.writers import write_json, JsonlWriter, MetricWriter, MultiWriter
-from fmnist_jax.errors import Diverged, RunError, WorkdirBusy
+from fmnist_jax.errors import ConfigError, Diverged, RunError, WorkdirBusy
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One config of a run and where its members sit on the member axis (`start`, then `len(members)`).
+
+    A run has one part; points packed into one program (`setup(..., packed=...)`) have one each.
+    """
+
+    config: ml_collections.ConfigDict
+    members: list[Member]
+    start: int
+
+    def take(self, per_member: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This part's entries of per-member metrics of the whole run."""
+        return {k: v[self.start : self.start + len(self.members)] for k, v in per_member.items()}
 
 
 @dataclasses.dataclass
 class Experiment:
     """Everything fixed for a run: data on the device, members, their splits and compiled steps.
 
-    `members` are the run's; `slots` the computed member axis: the members, then copies of the first
-    ones that pad it to a multiple of the mesh size (`members.slots`), trained and dropped.
+    `members` are the run's (every part's, in order); `slots` the computed member axis: the members, then
+    copies of the first ones that pad it to a multiple of the mesh size (`members.slots`), trained and
+    dropped. `config` is the first part's: what the parts share (`steps.pack_key`) is read from it.
     """
 
     config: ml_collections.ConfigDict
+    parts: list[Part]
     dataset: data.Dataset
     members: list[Member]
     slots: list[Member]
@@ -65,6 +84,7 @@ class Experiment:
     val_idx: list[np.ndarray]
     steps_per_epoch: int
     arrays: dict[str, jax.Array]
+    tx: Any  # the stacked state's optimiser (`TrainState.tx`)
     init_fn: Any
     train_step: Any
     eval_step: Any
@@ -73,21 +93,55 @@ class Experiment:
     def batch_size(self) -> int:
         return self.config.train.batch_size
 
+    @property
+    def holdout(self) -> bool:
+        """Whether members have validation folds (`cv.holdout`; false: trained on all training images)."""
+        return bool(self.config.cv.holdout)
 
-def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None) -> Experiment:
-    """Validate the config (values, then budget), load and split data, compile the member steps.
 
-    A relative `data.dir` is made absolute (in a copy), so the saved config works from any folder.
-    """
-    validate.check(config)
+def _absolute_data_dir(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A relative `data.dir` made absolute (in a copy), so the saved config works from any folder."""
     if config.data.dir and not Path(config.data.dir).is_absolute():
         config = config.copy_and_resolve_references()
         config.data.dir = str(Path(config.data.dir).resolve())
+    return config
+
+
+def _check_packable(configs: Sequence[ml_collections.ConfigDict]) -> None:
+    first = steps.pack_key(configs[0])
+    for c in configs[1:]:
+        if steps.pack_key(c) != first:
+            diffs = config_lib.differences(first, steps.pack_key(c))
+            raise ConfigError(
+                f"{c.name} cannot train in one program with {configs[0].name}: they differ in more than "
+                f"{', '.join(steps.PER_MEMBER_KEYS)} ({'; '.join(diffs)})"
+            )
+
+
+def setup(
+    config: ml_collections.ConfigDict,
+    dataset: data.Dataset | None = None,
+    packed: Sequence[ml_collections.ConfigDict] = (),
+) -> Experiment:
+    """Validate the config (values, then budget), load and split data, compile the member steps.
+
+    `packed` configs train in the same program, their members after `config`'s: they may differ from it only
+    in `steps.PER_MEMBER_KEYS` (and in name, seeds and folds), so one network and one loop serve all.
+    """
+    configs = [_absolute_data_dir(c) for c in (config, *packed)]
+    for c in configs:
+        validate.check(c)
+    _check_packable(configs)
+    config = configs[0]
     model = models.build(config)
     n_params = models.check_budget(model, config.max_params)
-    ms = members.members_of(config)
+    parts: list[Part] = []
+    ms: list[Member] = []
+    for c in configs:
+        parts.append(Part(c, members.members_of(c), len(ms)))
+        ms += parts[-1].members
     dataset = dataset or data.for_config(config)
-    splits = [data.kfold(dataset.train_labels, config.cv.k, m.fold, config.cv.split_seed) for m in ms]
+    splits = [data.split(dataset.train_labels, config.cv, m.fold) for m in ms]
     train_idx, val_idx = [s[0] for s in splits], [s[1] for s in splits]
     b = config.train.batch_size
     n_steps = min(len(t) for t in train_idx) // b
@@ -98,8 +152,20 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
     if config.train.steps_per_epoch:
         n_steps = min(n_steps, config.train.steps_per_epoch)
     mesh = members.make_mesh(len(ms), config.members.devices)
-    tx = steps.optimizer(config, n_steps)
+    tx = steps.optimizer(config, n_steps)  # the stacked state's; a packed part steps with its own (`Recipe`)
     strategy, options = config.members.strategy, backend.compiler_options(config.compile.cpu_conv)
+    slots = members.padded(ms, members.slots(len(ms), mesh))
+    part_of = members.padded([i for i, p in enumerate(parts) for _ in p.members], len(slots))
+    recipes = [steps.recipe(p.config, n_steps) for p in parts] if packed else []
+    train_step = members.over_members(
+        steps.make_train_step(config, recipes),
+        (0, None, None, 0, 0),
+        mesh,
+        strategy,
+        donate_argnums=(0,),
+        compiler_options=options,
+    )
+    variants = members.place(jnp.asarray(part_of, jnp.int32), mesh, stacked=True)
     arrays = members.place(
         {k: jnp.asarray(getattr(dataset, k)) for k in ("train_images", "train_labels", "test_images", "test_labels")},
         mesh,
@@ -107,9 +173,10 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
     )
     return Experiment(
         config=config,
+        parts=parts,
         dataset=dataset,
         members=ms,
-        slots=members.padded(ms, members.slots(len(ms), mesh)),
+        slots=slots,
         model=model,
         n_params=n_params,
         mesh=mesh,
@@ -117,17 +184,11 @@ def setup(config: ml_collections.ConfigDict, dataset: data.Dataset | None = None
         val_idx=val_idx,
         steps_per_epoch=n_steps,
         arrays=arrays,
+        tx=tx,
         init_fn=members.over_members(
             lambda ik, ak: steps.create_state(model, tx, ik, ak), (0, 0), mesh, strategy, compiler_options=options
         ),
-        train_step=members.over_members(
-            steps.make_train_step(config),
-            (0, None, None, 0),
-            mesh,
-            strategy,
-            donate_argnums=(0,),
-            compiler_options=options,
-        ),
+        train_step=lambda state, images, labels, idx: train_step(state, images, labels, idx, variants),
         eval_step=members.over_members(
             steps.make_eval_step(config, model.apply), (0, None, None, 0, 0), mesh, strategy, compiler_options=options
         ),
@@ -219,34 +280,45 @@ def check_finite(
         )
 
 
-def _rows(exp: Experiment, epoch: int, **split_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def _rows(part: Part, epoch: int, **split_metrics: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """A part's metric rows for one epoch, from per-member metrics of the whole run."""
     rows = []
-    for i, m in enumerate(exp.members):
+    for i, m in enumerate(part.members):
         row: dict[str, Any] = {"member": i, "fold": m.fold, "seed": m.seed, "epoch": epoch}
         for split, metrics in split_metrics.items():
-            row.update({f"{split}_{k}": float(v[i]) for k, v in metrics.items()})
+            row.update({f"{split}_{k}": float(v[i]) for k, v in part.take(metrics).items()})
         rows.append(row)
     return rows
 
 
 def summarize(
-    exp: Experiment, val: dict[str, np.ndarray], test: dict[str, np.ndarray], epoch_seconds: list[float]
+    exp: Experiment,
+    val: dict[str, np.ndarray] | None,
+    test: dict[str, np.ndarray],
+    epoch_seconds: list[float],
+    part: Part | None = None,
 ) -> dict[str, Any]:
+    """A part's summary (the first: a plain run's); val entries are None without held-out data (`cv.holdout`
+    false). Time and throughput are the whole program's, which a packed part shares (`packed_with`)."""
+    part = part or exp.parts[0]
+    val = None if val is None else part.take(val)
+    test = part.take(test)
     imgs = exp.steps_per_epoch * exp.batch_size * len(exp.members)
     steady = epoch_seconds[1:] or epoch_seconds  # epoch 1 includes compilation
+    packed = [p.config.name for p in exp.parts if p is not part]
     return {
-        "name": exp.config.name,
+        "name": part.config.name,
         "members": [
             {
                 "fold": m.fold,
                 "seed": m.seed,
-                "val_accuracy": float(val["accuracy"][i]),
+                "val_accuracy": None if val is None else float(val["accuracy"][i]),
                 "test_accuracy": float(test["accuracy"][i]),
                 "test_loss": float(test["loss"][i]),
             }
-            for i, m in enumerate(exp.members)
+            for i, m in enumerate(part.members)
         ],
-        "val_accuracy": stats.mean_std(val["accuracy"]),
+        "val_accuracy": None if val is None else stats.mean_std(val["accuracy"]),
         "test_accuracy": stats.mean_std(test["accuracy"]),
         "params": exp.n_params,
         "flops_per_image": models.flops_per_image(exp.model),
@@ -259,45 +331,63 @@ def summarize(
         "member_slots": len(exp.slots),
         "strategy": members.resolve_strategy(exp.config.members.strategy),
         "data_digest": exp.dataset.digest,
-    }
+    } | ({"packed_with": packed} if packed else {})
 
 
 def format_summary(s: dict[str, Any]) -> str:
     v, t = s["val_accuracy"], s["test_accuracy"]
     return (
         f"{s['name']}: {len(s['members'])} members, {s['params']:,} params, {s['epochs']} epochs, "
-        f"{s['train_images_per_s']:.0f} img/s | val acc {stats.pct_of(v)} | test acc {stats.pct_of(t)}"
+        f"{s['train_images_per_s']:.0f} img/s | val acc {stats.pct_of(v) if v is not None else 'none held out'} | "
+        f"test acc {stats.pct_of(t)}"
     )
 
 
-def _meta(exp: Experiment, epoch_seconds: list[float]) -> dict[str, Any]:
-    """The checkpoint's JSON item: enough to rebuild the state without data and to refuse a different run."""
+def _meta(exp: Experiment, part: Part, epoch_seconds: list[float]) -> dict[str, Any]:
+    """A part's checkpoint JSON item: enough to rebuild its state without data and to refuse a different run."""
     return {
-        "config": exp.config.to_dict(),
+        "config": part.config.to_dict(),
         "data_digest": exp.dataset.digest,
         "steps_per_epoch": exp.steps_per_epoch,
-        "members": [dataclasses.asdict(m) for m in exp.members],
+        "members": [dataclasses.asdict(m) for m in part.members],
         "epoch_seconds": epoch_seconds,
     }
 
 
-def _resume(exp: Experiment, mngr, workdir: Path) -> tuple[steps.TrainState, int, list[float]]:
-    """(state, finished epochs, their durations): from the latest checkpoint if there is one, else fresh.
+def _resume(exp: Experiment, mngrs: list, workdirs: list[Path]) -> tuple[steps.TrainState, int, list[float]]:
+    """(state, finished epochs, their durations): from the parts' latest checkpoints if there are any, else fresh.
 
     Checkpoints hold the real members only, so one saved on any device or process count resumes here:
     the padding slots are copied again from their members (`members.pad`), as a fresh run makes them.
+    Each part of a packed run keeps its own checkpoints (in its own workdir, restorable alone); they resume
+    together only from the same epoch.
     """
-    if mngr.latest_step() is None:
+    latest = [m.latest_step() for m in mngrs]
+    if all(s is None for s in latest):
         return init_state(exp), 0, []
-    target = checkpoints.abstract_state(exp.config, exp.steps_per_epoch, len(exp.members), exp.mesh)
+    if len(set(latest)) > 1:
+        names = ", ".join(f"{p.config.name} at {s or 0}" for p, s in zip(exp.parts, latest))
+        raise RunError(f"packed points must resume from the same epoch ({names}); train them apart")
+    loaded = [_restore_part(exp, part, mngr, w) for part, mngr, w in zip(exp.parts, mngrs, workdirs)]
+    epochs = {epoch for epoch, _ in loaded}
+    if len(epochs) > 1:  # a damaged latest checkpoint sent one part back
+        raise RunError(f"packed points' intact checkpoints are at different epochs {sorted(epochs)}; train them apart")
+    # one static model and optimiser (a part's own steps with its `Recipe`), so the parts' states stack
+    parts = [state.replace(tx=exp.tx, apply_fn=exp.model.apply) for _, (state, _) in loaded]
+    state = parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    return members.pad(state, exp.mesh), epochs.pop(), list(loaded[0][1][1]["epoch_seconds"])
+
+
+def _restore_part(exp: Experiment, part: Part, mngr, workdir: Path) -> tuple[int, tuple[steps.TrainState, dict]]:
+    """(epoch, (state, meta)) of a part's latest intact checkpoint, refusing one of another config or data."""
+    target = checkpoints.abstract_state(part.config, exp.steps_per_epoch, len(part.members), exp.mesh)
 
     def load(epoch: int) -> tuple[steps.TrainState, dict[str, Any]]:
         _, meta = checkpoints.read_meta(mngr, epoch)
-        checkpoints.check_compatible(meta, exp.config, exp.dataset.digest, workdir)
+        checkpoints.check_compatible(meta, part.config, exp.dataset.digest, workdir)
         return checkpoints.restore(mngr, target, epoch), meta
 
-    epoch, (state, meta) = checkpoints.restore_latest_intact(mngr, load)
-    return members.pad(state, exp.mesh), epoch, list(meta["epoch_seconds"])
+    return checkpoints.restore_latest_intact(mngr, load)
 
 
 def _keep_rows(path: Path, last_epoch: int) -> None:
@@ -313,8 +403,13 @@ def _keep_rows(path: Path, last_epoch: int) -> None:
     path.write_text("".join(kept))
 
 
-def _figures(exp: Experiment, logits: np.ndarray, i: int) -> dict[str, Any]:
-    """Member i's test confusion matrix and sample predictions, as matplotlib figures."""
+def _part_figures(exp: Experiment, logits: np.ndarray, part: Part, i: int) -> dict[str, Any]:
+    """The figures of a part's member i."""
+    return _figures(exp, logits, part.start + i, part.config.name)
+
+
+def _figures(exp: Experiment, logits: np.ndarray, i: int, name: str) -> dict[str, Any]:
+    """Member i's (of the run's member axis) test confusion matrix and sample predictions, as matplotlib figures."""
     from fmnist_jax import plots  # matplotlib only when figures are wanted
 
     labels = exp.dataset.test_labels
@@ -322,7 +417,7 @@ def _figures(exp: Experiment, logits: np.ndarray, i: int) -> dict[str, Any]:
     preds, m = probs.argmax(-1), exp.members[i]
     return {
         "test/confusion_matrix": plots.confusion(
-            plots.confusion_matrix(labels, preds), title=f"{exp.config.name} {m.tag}: test confusion"
+            plots.confusion_matrix(labels, preds), title=f"{name} {m.tag}: test confusion"
         ),
         "test/predictions": plots.predictions(
             exp.dataset.test_images, labels, probs, plots.pick_examples(labels, preds)
@@ -351,14 +446,38 @@ def train_and_evaluate(
       The summary (also `workdir/summary.json`): per-member and mean ± std val/test accuracy, params,
       FLOPs, epochs, throughput, data digest.
     """
-    workdir = Path(workdir)
-    exp = setup(config)  # validates everything before the workdir is touched
-    # before anything is written or trained; where files are (`MUTABLE_KEYS`) may differ between machines
-    what = {k: v for k, v in exp.config.to_dict().items() if k not in config_lib.MUTABLE_KEYS}
-    distributed.check_same(what, "config")
+    return train_packed([(config, workdir)], progress, writer)[0]
+
+
+def train_packed(
+    runs: Sequence[tuple[ml_collections.ConfigDict, str | Path]],
+    progress: bool = True,
+    writer: MetricWriter | None = None,
+) -> list[dict[str, Any]]:
+    """Train several configs as one program, each into its own workdir exactly as `train_and_evaluate` would.
+
+    The configs may differ only in `steps.PER_MEMBER_KEYS` (augmentation, label smoothing, optimiser
+    hyperparameters) besides name, seeds and folds: all their members then share one network, loop and
+    compiled step (`setup(..., packed=...)`), and each member still computes what it computes alone.
+    Each workdir gets its own config, metrics, checkpoints, W&B runs and summary, so every point restores,
+    evaluates and exports alone; they resume together from the same epoch.
+
+    Returns:
+      The summaries, in the order of `runs`.
+    """
+    (first, _), rest = runs[0], runs[1:]
+    workdirs = [Path(w) for _, w in runs]
+    if len(set(workdirs)) != len(workdirs):
+        raise ConfigError(f"packed runs need one workdir each, got {[str(w) for w in workdirs]}")
+    exp = setup(first, packed=[c for c, _ in rest])  # validates everything before a workdir is touched
+    for part in exp.parts:  # before anything is written or trained; where files are may differ between machines
+        what = {k: v for k, v in part.config.to_dict().items() if k not in config_lib.MUTABLE_KEYS}
+        distributed.check_same(what, "config")
     distributed.check_same(exp.dataset.digest, "data")
-    with workdir_lock(workdir):
-        return _train(exp, workdir, progress, writer)
+    with contextlib.ExitStack() as stack:
+        for w in workdirs:
+            stack.enter_context(workdir_lock(w))
+        return _train(exp, workdirs, progress, writer)
 
 
 @contextlib.contextmanager
@@ -410,39 +529,44 @@ def _finished(workdir: Path, start: int, epochs: int) -> dict[str, Any] | None:
         return None
 
 
-def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter | None) -> dict[str, Any]:
+def _open_part(exp: Experiment, part: Part, workdir: Path, start: int) -> tracking.WandbWriter | None:
+    """Write a part's config and record, trim its metrics to the restored epoch, and open its W&B runs."""
+    config = part.config
+    write_json(workdir / "config.json", config.to_dict(), default=list)
+    record = run_record(config, exp.dataset) | {"processes": jax.process_count()}
+    if len(exp.parts) > 1:
+        record["packed_with"] = [p.config.name for p in exp.parts if p is not part]
+    write_json(workdir / "record.json", record | ({"resumed_from_epoch": start} if start else {}), default=str)
+    _keep_rows(workdir / "metrics.jsonl", start)
+    if config.wandb.mode == "disabled":
+        return None
+    extra = {"params": exp.n_params, "data_digest": exp.dataset.digest}
+    return tracking.WandbWriter(config, part.members, workdir, extra=extra, resume=start > 0)
+
+
+def _train(exp: Experiment, workdirs: list[Path], progress: bool, writer: MetricWriter | None) -> list[dict[str, Any]]:
     config, main = exp.config, distributed.is_main()
-    mngr = checkpoints.manager(workdir, config.checkpoint.max_to_keep)
-    state, start, epoch_seconds = _resume(exp, mngr, workdir)
-    summary_path = workdir / "summary.json"
-    summary = _finished(workdir, start, config.train.epochs)
-    if distributed.broadcast(summary is not None):  # process 0 decides; the others read the same file
-        mngr.close()
+    mngrs = [checkpoints.manager(w, config.checkpoint.max_to_keep) for w in workdirs]
+    state, start, epoch_seconds = _resume(exp, mngrs, workdirs)
+    found = [_finished(w, start, config.train.epochs) for w in workdirs]
+    if distributed.broadcast(all(s is not None for s in found)):  # process 0 decides; the others read the same
+        for m in mngrs:
+            m.close()
         if main:
-            print(f"{workdir}: finished run found (checkpoint of epoch {start}); not retraining")
-        return summary if summary is not None else json.loads(summary_path.read_text())
-    tracker = None
-    if main:  # every file of the run and W&B come from process 0 alone
-        write_json(workdir / "config.json", config.to_dict(), default=list)
-        record = run_record(config, exp.dataset) | {"processes": jax.process_count()}
-        write_json(workdir / "record.json", record | ({"resumed_from_epoch": start} if start else {}), default=str)
-        _keep_rows(workdir / "metrics.jsonl", start)
-        if config.wandb.mode != "disabled":
-            tracker = tracking.WandbWriter(
-                config,
-                exp.members,
-                workdir,
-                extra={"params": exp.n_params, "data_digest": exp.dataset.digest},
-                resume=start > 0,
-            )
-    outputs = (JsonlWriter(workdir / "metrics.jsonl"), writer, tracker) if main else ()
-    writers = MultiWriter([w for w in outputs if w is not None])
+            print(f"{', '.join(map(str, workdirs))}: finished run found (checkpoint of epoch {start}); not retraining")
+        return [s if s is not None else json.loads((w / "summary.json").read_text()) for s, w in zip(found, workdirs)]
+    # every file of the run and W&B come from process 0 alone; one set of writers per part (its workdir)
+    trackers = [_open_part(exp, p, w, start) if main else None for p, w in zip(exp.parts, workdirs)]
+    outs = [
+        MultiWriter([x for x in (JsonlWriter(w / "metrics.jsonl"), writer, t) if x is not None]) if main else None
+        for w, t in zip(workdirs, trackers)
+    ]
     every = config.checkpoint.every_epochs
     val_m = None
     try:
         epochs = tqdm(
             range(start, config.train.epochs),
-            desc=config.name,
+            desc=" + ".join(p.config.name for p in exp.parts),
             unit="epoch",
             disable=not progress or not main,
             initial=start,
@@ -452,27 +576,42 @@ def _train(exp: Experiment, workdir: Path, progress: bool, writer: MetricWriter 
             t0 = time.perf_counter()
             state, train_m = train_epoch(exp, state, epoch, progress)
             jax.block_until_ready(state)
-            check_finite(exp, state, train_m, epoch + 1, mngr.latest_step())
+            check_finite(exp, state, train_m, epoch + 1, mngrs[0].latest_step())
             epoch_seconds.append(time.perf_counter() - t0)
-            val_m, _ = evaluate(exp, state, "val")
-            writers.write(_rows(exp, epoch + 1, train=train_m, val=val_m))
+            val_m = evaluate(exp, state, "val")[0] if exp.holdout else None
+            for part, out in zip(exp.parts, outs):
+                if out is not None:
+                    out.write(_rows(part, epoch + 1, train=train_m, **({"val": val_m} if val_m is not None else {})))
             if (every and (epoch + 1) % every == 0) or epoch + 1 == config.train.epochs:
-                # every process saves its shards; the checkpoint holds the real members only (any device count)
-                checkpoints.save(
-                    mngr, epoch + 1, members.unpad(state, len(exp.members), exp.mesh), _meta(exp, epoch_seconds)
-                )
-            epochs.set_postfix(train_acc=f"{train_m['accuracy'].mean():.4f}", val_acc=f"{val_m['accuracy'].mean():.4f}")
-        if val_m is None:  # restored the final checkpoint of a run killed before its summary
+                # every process saves its shards; each part's checkpoint holds its real members only (any devices)
+                real = members.unpad(state, len(exp.members), exp.mesh)
+                for part, mngr in zip(exp.parts, mngrs):
+                    own = real if len(exp.parts) == 1 else _slice(real, part, exp.mesh)
+                    checkpoints.save(mngr, epoch + 1, own, _meta(exp, part, epoch_seconds))
+            shown = {"train": train_m} | ({"val": val_m} if val_m is not None else {})
+            epochs.set_postfix({f"{k}_acc": f"{m['accuracy'].mean():.4f}" for k, m in shown.items()})
+        if val_m is None and exp.holdout:  # restored the final checkpoint of a run killed before its summary
             val_m, _ = evaluate(exp, state, "val")
         test_m, test_logits = evaluate(exp, state, "test")
-        summary = summarize(exp, val_m, test_m, epoch_seconds)
-        if main:
-            write_json(summary_path, summary)
-        if tracker is not None:
-            tracker.write_summary(summary)
-            tracker.write_figures(lambda i: _figures(exp, test_logits, i))
+        summaries = [summarize(exp, val_m, test_m, epoch_seconds, part) for part in exp.parts]
+        for part, w, summary, tracker in zip(exp.parts, workdirs, summaries, trackers):
+            if main:
+                write_json(w / "summary.json", summary)
+            if tracker is not None:
+                tracker.write_summary(summary)
+                tracker.write_figures(functools.partial(_part_figures, exp, test_logits, part))
     finally:
-        writers.close()
-        mngr.wait_until_finished()
-        mngr.close()
-    return summary
+        for out in outs:
+            if out is not None:
+                out.close()
+        for m in mngrs:
+            m.wait_until_finished()
+            m.close()
+    return summaries
+
+
+def _slice(state: steps.TrainState, part: Part, mesh: Any) -> steps.TrainState:
+    """A part's members of the (unpadded) stacked state, placed as its checkpoint restores them."""
+    lo, hi = part.start, part.start + len(part.members)
+    sharding = members.stored_sharding(hi - lo, mesh)
+    return jax.jit(lambda t: jax.tree.map(lambda x: x[lo:hi], t), out_shardings=sharding)(state)

@@ -82,6 +82,11 @@ def check(c: ml_collections.ConfigDict) -> None:
     k = _int(c, "cv.k", 2)
     _ints(c, "cv.folds", 0, k - 1)
     _int(c, "cv.split_seed", 0)
+    _bool(c, "cv.holdout")
+    if not c.cv.holdout and tuple(c.cv.folds) != (0,):
+        raise ConfigError(
+            f"cv.holdout=False trains on all training images: cv.folds must be (0,), got {tuple(c.cv.folds)}"
+        )
     _choice(c, "data.source", DATA_SOURCES)
     _bool(c, "data.verify")
     widths, depths = _ints(c, "model.widths", 1, distinct=False), _ints(c, "model.depths", 1, distinct=False)
@@ -109,6 +114,7 @@ def check(c: ml_collections.ConfigDict) -> None:
     _float(c, "optim.warmup_epochs", 0.0, epochs)
     _int(c, "eval.batch_size", 1)
     _bool(c, "eval.tta_flip")
+    _int(c, "eval.tta_shift", 0, 3)
     _choice(c, "members.strategy", members.STRATEGIES)
     _int(c, "members.devices", 0)
     _choice(c, "compile.cpu_conv", backend.CPU_CONV)

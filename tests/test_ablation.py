@@ -153,6 +153,35 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
         ablate_cmd.main([str(path), "--workdir", str(work), "--config.train.epochs=3"])
 
 
+def test_points_of_one_network_pack_into_one_program_with_the_same_table(tiny_config, tmp_path, monkeypatch, capsys):
+    tiny_config.train.epochs = 1
+    grid = {
+        "none": {"augment": "none"},
+        "crop": {"augment": "crop(2)", "optim.lr": 3e-3},
+        "wide": {"model.widths": (8, 24)},
+    }
+    path = write_ablation(tmp_path / "ablations", tiny_config, grid)
+    programs = []
+    real = train.train_packed
+    monkeypatch.setattr(train, "train_packed", lambda runs, *a, **k: programs.append(len(runs)) or real(runs, *a, **k))
+    ablate_cmd.main([str(path), "--workdir", str(tmp_path / "on"), "--progress=false", "--pack", "on"])
+    assert sorted(programs) == [1, 2]  # none + crop share the network; wide trains alone
+    assert "crop (augment=crop(2) optim.lr=0.003): training, packed with 1 more" in capsys.readouterr().out
+    ablate_cmd.main([str(path), "--workdir", str(tmp_path / "off"), "--progress=false", "--pack", "off"])
+    on, off = (list(csvrows(tmp_path / d / "table.csv")) for d in ("on", "off"))
+    for a, b in zip(on, off):
+        np.testing.assert_allclose(
+            [float(a[k]) for k in ("val_acc_mean", "test_acc_mean", "test_delta")],
+            [float(b[k]) for k in ("val_acc_mean", "test_acc_mean", "test_delta")],
+            atol=1e-5,
+        )
+    cpu = ablation.load(str(path)).points
+    assert [len(g) for g in ablation.packs(cpu, tmp_path / "new")] == [1, 1, 1]  # auto: not on one CPU device
+    monkeypatch.setattr(ablation.jax, "device_count", lambda: 2)
+    assert [len(g) for g in ablation.packs(cpu, tmp_path / "new")] == [2, 1]  # but on two (1.21x measured)
+    assert [len(g) for g in ablation.packs(cpu, tmp_path / "new", "off")] == [1, 1, 1]
+
+
 def csvrows(path: Path):
     with open(path) as f:
         yield from csv.DictReader(f)
@@ -315,3 +344,23 @@ def test_submitit_local_executor_runs_the_grid(tiny_config, tmp_path):
     assert [r["point"] for r in table] == ["a", "b"] and all(int(r["members"]) == 2 for r in table)
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "submitted 0 point(s)" in again.stdout  # finished points are not resubmitted
+
+
+def _summary(epochs: int, accs: list[float]) -> dict:
+    return {"epochs": epochs, "val_accuracy": stats.mean_std(accs), "members": members(accs)}
+
+
+def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
+    short = {"a": _summary(5, [0.90, 0.91, 0.92]), "b": _summary(5, [0.89, 0.90, 0.92]), "c": _summary(5, [0.5] * 3)}
+    long = {"a": _summary(15, [0.93, 0.93, 0.94]), "b": _summary(15, [0.94, 0.95, 0.95])}
+    check = ablation.budget_agreement(short, long, top=2)
+    assert check["top"] == ["a", "b"] and check["long_order"] == ["b", "a"] and check["same_order"] is False
+    (pair,) = check["pairs"]
+    np.testing.assert_allclose(pair["short"]["delta"], 0.02 / 3)  # a - b over the same members
+    np.testing.assert_allclose(pair["long"]["delta"], -0.04 / 3)
+    assert pair["long"]["ci"][0] < pair["long"]["delta"] < pair["long"]["ci"][1]
+    assert ablation.budget_agreement(short, long, top=3)["same_order"] is None  # c has no long run yet
+    long["b"] = _summary(15, [0.92, 0.92, 0.93])
+    assert ablation.budget_agreement(short, long, top=2)["same_order"] is True
+    fig = plots.budget_chart({"a": [short["a"]["val_accuracy"], None]}, [5, 15])  # a point still missing draws
+    assert fig.axes[0].get_xlabel() == "epochs"

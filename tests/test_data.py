@@ -3,6 +3,7 @@
 import gzip
 
 import chex
+import ml_collections
 import numpy as np
 import pytest
 
@@ -84,6 +85,16 @@ def test_kfold_partitions_and_stratifies(k):
         assert counts.max() - counts.min() <= 1  # every class equally represented
         vals.append(val)
     np.testing.assert_array_equal(np.sort(np.concatenate(vals)), np.arange(len(labels)))  # folds tile the set
+
+
+def test_split_without_holdout_trains_on_everything():
+    labels = np.repeat(np.arange(10), 7)
+    cv = ml_collections.ConfigDict(dict(k=5, split_seed=0, holdout=True))
+    chex.assert_trees_all_equal(data.split(labels, cv, 2), data.kfold(labels, 5, 2, 0))
+    cv.holdout = False
+    train, val = data.split(labels, cv, 0)
+    chex.assert_trees_all_equal(train, np.arange(70, dtype=np.int32))
+    assert val.shape == (0,)
 
 
 def test_kfold_is_deterministic_and_seeded():

@@ -63,6 +63,13 @@ def test_flip_averaging_can_be_switched_at_evaluation(trained):
         (tta_logits.argmax(-1) == test.test_labels).mean(-1),
         rtol=1e-6,
     )
+    _, shift_logits = run.evaluate(test.test_images, test.test_labels, tta_flip=True, tta_shift=1)
+    assert evaluate_cmd.main(["--workdir", str(workdir), "--tta_flip", "true", "--tta_shift", "1"]) == 0
+    report = json.loads((workdir / "eval" / "evaluation_tta_true_shift1.json").read_text())
+    assert report["tta_shift"] == 1 and not np.allclose(shift_logits, tta_logits, atol=1e-4)
+    np.testing.assert_allclose(
+        [m["test_accuracy"] for m in report["members"]], (shift_logits.argmax(-1) == test.test_labels).mean(-1)
+    )
 
 
 @pytest.mark.parametrize(

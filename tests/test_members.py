@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import tiny
 
-from fmnist_jax import checkpoints, data, errors, members, restore, train
+from fmnist_jax import checkpoints, config_lib, data, errors, members, restore, train
 from fmnist_jax.writers import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +107,10 @@ for devices, workdir in ((0, sys.argv[2]), (1, sys.argv[3])):
     config.members.devices = devices
     summary = train.train_and_evaluate(config, workdir, progress=False)
     seen[devices] = [summary["devices"], summary["member_slots"]]
+config.members.devices = 0
+other = config_lib.with_overrides(config, {"augment": "crop(2)", "optim.lr": 3e-3, "name": "other"})
+packed = train.train_packed([(config, sys.argv[4]), (other, sys.argv[5])], progress=False)
+seen["packed"] = [packed[0]["devices"], packed[0]["member_slots"]]
 print(json.dumps(seen))
 """
 
@@ -133,7 +137,12 @@ def four_devices(tmp_path_factory, tiny_data_dir):
     (tmp / "config.json").write_text(json.dumps(_five_members(tiny_data_dir).to_dict()))
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_NUM_CPU_DEVICES="4")
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tmp / "config.json"), str(tmp / "run"), str(tmp / "run_1")],
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            *(str(tmp / n) for n in ("config.json", "run", "run_1", "packed_a", "packed_b")),
+        ],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -147,7 +156,7 @@ def four_devices(tmp_path_factory, tiny_data_dir):
 def test_padding_and_sharding_change_no_member(four_devices):
     tmp, seen = four_devices
     # it really ran sharded, with a padding slot: 2 slots on each of 3 of the 4 devices; and unpadded on one
-    assert seen == {"device_count": 4, "0": [3, 6], "1": [1, 5]}
+    assert seen == {"device_count": 4, "0": [3, 6], "1": [1, 5], "packed": [4, 12]}
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert [(m["fold"], m["seed"]) for m in summary["members"]] == [(f, 0) for f in range(5)]  # the copy is dropped
     # bitwise: each member's computation reads only its own slice, on whichever device and beside whatever copy
@@ -179,6 +188,23 @@ def test_five_members_on_four_devices_equal_one_device(one_device, four_devices)
     assert logits.shape == (5, len(test.test_labels), 10)
     np.testing.assert_allclose(metrics["loss"], [m["test_loss"] for m in summary["members"]], rtol=1e-5)
     np.testing.assert_allclose(metrics["accuracy"], [m["test_accuracy"] for m in summary["members"]])
+
+
+def test_packed_points_on_four_devices_equal_one_device(tiny_data_dir, four_devices, tmp_path):
+    """Two points of 5 members packed as 12 slots on 4 host devices (two of them copies), against the same packed
+    run on this process's one device."""
+    a = _five_members(tiny_data_dir)
+    b = config_lib.with_overrides(a, {"augment": "crop(2)", "optim.lr": 3e-3, "name": "other"})
+    ref = train.train_packed([(a, tmp_path / "a"), (b, tmp_path / "b")], progress=False)
+    for name, want in zip(("packed_a", "packed_b"), ref):
+        got = json.loads((four_devices[0] / name / "summary.json").read_text())
+        chex.assert_trees_all_close(got["members"], want["members"], rtol=1e-5)
+        chex.assert_trees_all_close(
+            read_jsonl(four_devices[0] / name / "metrics.jsonl"),
+            read_jsonl(tmp_path / name[-1] / "metrics.jsonl"),
+            rtol=1e-5,
+        )
+    assert ref[0]["members"] != ref[1]["members"]
 
 
 def test_a_four_device_checkpoint_resumes_on_one_device(one_device, four_devices, tmp_path):

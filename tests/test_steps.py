@@ -66,14 +66,14 @@ def test_loss_matches_optax_cross_entropy(tiny_config):
     np.testing.assert_allclose(float(m.loss_sum), float(want), rtol=1e-5)
 
 
-def test_flip_averaging_is_invariant_to_mirroring(tiny_config):
+def _eval_batch(tiny_config):
+    """An untrained state and the eval step's arguments for the first 8 test images."""
     ds, state = _setup(tiny_config)
-    images, labels, idx, mask = (
-        jnp.asarray(ds.test_images),
-        jnp.asarray(ds.test_labels),
-        jnp.arange(8),
-        jnp.ones(8, bool),
-    )
+    return state, (jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels), jnp.arange(8), jnp.ones(8, bool))
+
+
+def test_flip_averaging_is_invariant_to_mirroring(tiny_config):
+    state, (images, labels, idx, mask) = _eval_batch(tiny_config)
     plain = steps.make_eval_step(tiny_config, state.apply_fn)
     tiny_config.eval.tta_flip = True
     tta = steps.make_eval_step(tiny_config, state.apply_fn)
@@ -85,6 +85,33 @@ def test_flip_averaging_is_invariant_to_mirroring(tiny_config):
     chex.assert_trees_all_close(lg, lg_mirrored, atol=1e-5)
     chex.assert_trees_all_close(lg, (lg_plain + lg_plain_mirrored) / 2, atol=1e-5)
     assert not np.allclose(lg_plain, lg_plain_mirrored, atol=1e-3)  # the untrained net is not symmetric itself
+
+
+def test_shift_moves_pixels_and_fills_the_uncovered_edge():
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+    down_left = steps.shifted(x, 1, -1, fill=-1.0)[0, ..., 0]
+    chex.assert_trees_all_equal(down_left, jnp.array([[-1.0, -1, -1], [1, 2, -1], [4, 5, -1]]))
+    chex.assert_trees_all_equal(steps.shifted(x, 0, 0, fill=-1.0), x)
+
+
+def test_shift_views_average_the_ten_views(tiny_config):
+    """flip x {still, 1 pixel up, down, left, right}, uncovered pixels black (-1 after Normalize)."""
+    state, (images, labels, idx, mask) = _eval_batch(tiny_config)
+    tiny_config.eval.tta_flip, tiny_config.eval.tta_shift = True, 1
+    _, lg = steps.make_eval_step(tiny_config, state.apply_fn)(steps.variables(state), images, labels, idx, mask)
+    v = steps.variables(state)
+    x = steps.normalize(steps.preprocess(images[:8]), tiny_config)
+    assert steps.background(tiny_config) == -1.0
+    views = [
+        steps.shifted(base, dy, dx, -1.0)
+        for base in (x, x[:, :, ::-1])
+        for dy, dx in [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    ]
+    want = jnp.mean(jnp.stack([state.apply_fn(v, view, train=False) for view in views]), 0)
+    chex.assert_trees_all_close(lg, want, atol=1e-5)
+    tiny_config.eval.tta_shift = 0
+    _, flip_only = steps.make_eval_step(tiny_config, state.apply_fn)(v, images, labels, idx, mask)
+    assert not np.allclose(lg, flip_only, atol=1e-4)
 
 
 def test_normalize_maps_to_minus_one_one(tiny_config):

@@ -1,6 +1,7 @@
 """One config end to end on generated data: outputs, learning, determinism, config validation."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ import chex
 import numpy as np
 import pytest
 
-from fmnist_jax import cli, train
-from fmnist_jax.errors import Diverged, WorkdirBusy
+from fmnist_jax import cli, config_lib, exporter, reporting, restore, train
+from fmnist_jax.errors import ConfigError, Diverged, RunError, WorkdirBusy
 from fmnist_jax.record import ISA_FLAGS
 from fmnist_jax.writers import read_jsonl
 
@@ -50,6 +51,18 @@ def test_same_config_and_seed_give_identical_metrics(tiny_config, tmp_path):
     tiny_config.seeds = (1,)
     c = train.train_and_evaluate(tiny_config, tmp_path / "c", progress=False)
     assert a["members"] != c["members"]
+
+
+def test_final_models_train_on_every_image_and_nothing_claims_a_validation(tiny_config, tmp_path):
+    """cv.holdout=False: all 240 generated training images, no val rows or numbers, export takes the first member."""
+    tiny_config.cv.holdout, tiny_config.cv.folds, tiny_config.seeds = False, (0,), (3, 1)
+    tiny_config.train.epochs = 1
+    summary = train.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    assert summary["steps_per_epoch"] == 240 // tiny_config.train.batch_size
+    assert summary["val_accuracy"] is None and [m["val_accuracy"] for m in summary["members"]] == [None, None]
+    assert not any(k.startswith("val_") for r in read_jsonl(tmp_path / "metrics.jsonl") for k in r)
+    assert exporter.load_member(tmp_path).info["seed"] == 3  # seed order, fixed before training
+    assert "none held out" in reporting.run_report(tmp_path).read_text()
 
 
 def test_epoch_order_is_per_member_and_within_its_fold(tiny_config):
@@ -129,3 +142,56 @@ def test_relative_data_dir_is_saved_absolute_and_a_damaged_summary_is_rewritten(
     (tmp_path / "summary.json").write_text('{"name": "tiny", "memb')  # what a kill mid-write used to leave
     assert train.train_and_evaluate(tiny_config, tmp_path, progress=False)["members"] == first["members"]
     json.loads((tmp_path / "summary.json").read_text())
+
+
+def _point(tiny_config, name, **overrides):
+    c = config_lib.with_overrides(tiny_config, overrides)
+    c.name = name
+    return c
+
+
+@pytest.mark.parametrize("strategy", ["unroll", "vmap"])
+def test_packed_points_equal_separate_runs(tiny_config, tmp_path, strategy):
+    """Three points that differ in augmentation, label smoothing and optimiser train as one program, each into its
+    own workdir with the numbers it gets alone (unrolled: its own branch; vmapped: every branch, its own kept)."""
+    tiny_config.members.strategy = strategy
+    points = [
+        _point(tiny_config, "a"),
+        _point(tiny_config, "b", **{"augment": "crop(2)|flip_lr", "train.label_smoothing": 0.1, "optim.lr": 3e-3}),
+        _point(tiny_config, "c", **{"optim.schedule": "constant", "optim.warmup_epochs": 0.5, "seeds": (4,)}),
+    ]
+    packed = train.train_packed([(c, tmp_path / "packed" / c.name) for c in points], progress=False)
+    for c, got in zip(points, packed):
+        alone = train.train_and_evaluate(c, tmp_path / "alone" / c.name, progress=False)
+        assert got["packed_with"] == sorted({"a", "b", "c"} - {c.name}) and "packed_with" not in alone
+        for g, a in zip(got["members"], alone["members"]):
+            assert (g["fold"], g["seed"]) == (a["fold"], a["seed"])
+            np.testing.assert_allclose([g[k] for k in sorted(g)], [a[k] for k in sorted(a)], rtol=1e-4, atol=1e-5)
+        rows = [read_jsonl(tmp_path / d / c.name / "metrics.jsonl") for d in ("packed", "alone")]
+        np.testing.assert_allclose(
+            [[r[k] for k in sorted(r)] for r in rows[0]], [[r[k] for k in sorted(r)] for r in rows[1]], atol=1e-5
+        )
+    assert packed[0]["members"] != packed[1]["members"]  # the points do differ
+    run = restore.restore(tmp_path / "packed" / "b")  # each point's checkpoint restores alone
+    assert run.config.name == "b" and [m.seed for m in run.members] == [0, 0]
+
+
+def test_packed_points_resume_together_from_their_checkpoints(tiny_config, tmp_path):
+    points = [_point(tiny_config, "a"), _point(tiny_config, "b", augment="crop(2)")]
+    runs = [(c, tmp_path / c.name) for c in points]
+    first = train.train_packed(runs, progress=False)
+    for c in points:  # back to the epoch-2 checkpoints, as a kill during epoch 3 leaves them
+        shutil.rmtree(tmp_path / c.name / "checkpoints" / "3")
+        (tmp_path / c.name / "summary.json").unlink()
+    again = train.train_packed(runs, progress=False)
+    assert [s["members"] for s in again] == [s["members"] for s in first]
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "3")
+    with pytest.raises(RunError, match="same epoch"):
+        train.train_packed(runs, progress=False)
+
+
+def test_only_points_of_one_network_pack(tiny_config, tmp_path):
+    wide = _point(tiny_config, "wide", **{"model.widths": (8, 24)})
+    with pytest.raises(ConfigError, match=r"wide cannot train in one program with tiny.*model.widths"):
+        train.train_packed([(tiny_config, tmp_path / "a"), (wide, tmp_path / "b")], progress=False)
+    assert not (tmp_path / "a").exists()

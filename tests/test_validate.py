@@ -34,6 +34,9 @@ BAD = [
     ("train.label_smoothing", 1.5, "train.label_smoothing=1.5"),
     ("model.depths", (2, 2), "one entry per stage"),
     ("wandb.mode", "cloud", "wandb.mode='cloud'"),
+    ("cv.holdout", False, "cv.folds must be (0,)"),  # the default has 5 folds: all would be the same model
+    ("cv.holdout", "no", "cv.holdout='no'"),
+    ("eval.tta_shift", 4, "eval.tta_shift=4"),
 ]
 
 
@@ -51,7 +54,15 @@ def test_bad_values_are_named(key, value, match):
 
 
 @pytest.mark.parametrize(
-    "name,arg", [("default", None), ("default", "smoke"), ("best", None), ("best", "smoke"), ("seed_study", None)]
+    "name,arg",
+    [
+        ("default", None),
+        ("default", "smoke"),
+        ("best", None),
+        ("best", "smoke"),
+        ("best", "holdout"),
+        ("seed_study", None),
+    ],
 )
 def test_shipped_configs_are_valid(name, arg):
     validate.check(importlib.import_module(f"configs.{name}").get_config(arg))

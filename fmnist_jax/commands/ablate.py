@@ -31,6 +31,15 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("dry_run", False, "Expand the grid, check budgets, list the points and exit.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show progress bars.", flag_values=fv)
     flags.DEFINE_enum(
+        "pack",
+        "auto",
+        ["auto", "on", "off"],
+        "Train points that share one network (they differ only in augmentation, label smoothing or optimiser "
+        "hyperparameters) as one program; auto: on several devices or where members are vmapped (GPU/TPU), not on "
+        "one CPU device (results/bench/packing/).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
         "launch", None, ["slurm", "local"], "Submit the points as a job array (submitit) instead.", flag_values=fv
     )
     flags.DEFINE_list(
@@ -96,7 +105,7 @@ def main(argv: list[str]) -> int:
         for job in jobs:
             job.result()  # raises the task's error, if any
     only = [] if fv.launch else fv.point  # after a launch the table covers every finished point
-    table = ablation.run(grid, fv.workdir, only, fv.progress, fv.out, command)
+    table = ablation.run(grid, fv.workdir, only, fv.progress, fv.out, command, fv.pack)
     print(ablation.to_markdown(table, grid.baseline) if table else "no finished points yet")
     print(f"wrote {Path(fv.workdir) / 'table.md'}" + (f" and {fv.out}" if fv.out else ""))
     return 0

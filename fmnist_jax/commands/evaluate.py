@@ -1,4 +1,5 @@
-"""`fmnist-jax evaluate --workdir DIR [--member FOLD,SEED] [--step EPOCH] [--tta_flip true|false] [--out DIR]`.
+"""`fmnist-jax evaluate --workdir DIR [--member FOLD,SEED] [--step EPOCH] [--tta_flip true|false] [--tta_shift N]
+[--out DIR]`.
 
 Restores a run's checkpoint (the config comes from the checkpoint itself, so no config
 flag can disagree with the weights) and reports test accuracy per member with mean ± std,
@@ -26,6 +27,14 @@ def _define(fv: flags.FlagValues) -> None:
         "Test-time flip averaging on or off (default: as the run was configured).",
         flag_values=fv,
     )
+    flags.DEFINE_integer(
+        "tta_shift",
+        None,
+        "Test-time moves by this many pixels up, down, left and right, averaged (0: none; default: as configured).",
+        lower_bound=0,
+        upper_bound=3,
+        flag_values=fv,
+    )
     flags.DEFINE_string(
         "out", None, "Where evaluation.json and confusion.png go (default: WORKDIR/eval).", flag_values=fv
     )
@@ -38,13 +47,14 @@ def main(argv: list[str]) -> int:
     from fmnist_jax.writers import write_json
 
     tta_flip = None if fv.tta_flip is None else fv.tta_flip == "true"
-    report = evaluation.evaluate_run(fv.workdir, member, fv.step, tta_flip)
+    report = evaluation.evaluate_run(fv.workdir, member, fv.step, tta_flip, fv.tta_shift)
     out = Path(fv.out or Path(fv.workdir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     suffix = (
         (f"_fold{member[0]}_seed{member[1]}" if member else "")
         + (f"_epoch{fv.step}" if fv.step else "")
         + ("" if tta_flip is None else f"_tta_{fv.tta_flip}")
+        + ("" if fv.tta_shift is None else f"_shift{fv.tta_shift}")
     )
     write_json(out / f"evaluation{suffix}.json", report)
     acc = report["test_accuracy"]

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 17's study on the real data: every grid with 5 members per point (folds 0-4 of k=5, seed 0) at one
+# budget, into results/study/<grid>/ (table.md/csv, chart.png, summaries/) with each point's run under
+# results/study/<grid>/grid/<point>/, so that in-flight points' latest checkpoints can be committed at a
+# session's stop and the same command resumes them. Points of one network train packed (2 host devices).
+#
+#   EPOCHS=10 bash scripts/study.sh check   # the learning-curve check: augmentation at EPOCHS, then its
+#                                           # top 3 at 3 x EPOCHS, compared by scripts/budget_check.py
+#   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, once the check has accepted it
+#   bash scripts/study.sh prune             # drop finished points' checkpoints (their results stay)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export JAX_NUM_CPU_DEVICES=${JAX_NUM_CPU_DEVICES:-2}
+OUT=results/study
+ablate() {  # ablate GRID NAME [extra ablate flags...]
+  local grid=$1 name=$2
+  shift 2
+  : "${EPOCHS:?set EPOCHS, the budget under test}"
+  .venv/bin/fmnist-jax ablate "ablations/$grid.py" --workdir "$OUT/$name/grid" --out "$OUT/$name" \
+    --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 "$@"
+}
+case ${1:-} in
+  check)
+    ablate augmentation augmentation
+    top=$(.venv/bin/python -c "import csv, sys; rows = sorted(csv.DictReader(open(sys.argv[1])), key=lambda r: -float(r['val_acc_mean'])); print(' '.join('--point=' + r['point'] for r in rows[:3]))" "$OUT/augmentation/table.csv")
+    # shellcheck disable=SC2086
+    EPOCHS=$((3 * EPOCHS)) ablate augmentation budget_check/long $top
+    .venv/bin/python scripts/budget_check.py --short "$OUT/augmentation" --long "$OUT/budget_check/long" \
+      --top 3 --out "$OUT/budget_check"
+    ;;
+  grids)
+    ablate augmentation augmentation
+    ablate architecture architecture
+    ablate training training
+    ablate width width
+    ablate depth depth
+    ablate depth:fixed depth_fixed
+    ;;
+  prune)
+    for s in "$OUT"/*/grid/*/summary.json "$OUT"/*/*/grid/*/summary.json; do
+      if [ -e "$s" ]; then rm -rf "$(dirname "$s")/checkpoints"; fi
+    done
+    ;;
+  *) echo "usage: EPOCHS=N bash scripts/study.sh check|grids|prune" >&2; exit 2 ;;
+esac
