@@ -1,11 +1,12 @@
 """fmnist_jax: reproducible ablation studies of small (<=100k parameter) CNNs on Fashion-MNIST.
 
-The Python API, four entry points (each documented where it lives):
+The Python API, five entry points (each documented where it lives):
 
     import fmnist_jax
     from configs import default
 
     summary = fmnist_jax.train_and_evaluate(default.get_config("smoke"), "runs/smoke")  # folds x seeds together
+    a, b = fmnist_jax.train_packed([(config_a, "runs/a"), (config_b, "runs/b")])  # two configs, one program
     run = fmnist_jax.restore_run("runs/smoke")                  # latest checkpoint, model and eval step only
     probs = run.predict(images_u8)                              # uint8 [N, 28, 28] -> [members, N, 10]
     probs0 = run.select(fold=0, seed=0).predict(images_u8)[0]   # one member: [N, 10]
@@ -24,6 +25,7 @@ from typing import Any
 
 _API = {
     "train_and_evaluate": ("fmnist_jax.train", "train_and_evaluate"),
+    "train_packed": ("fmnist_jax.train", "train_packed"),
     "restore_run": ("fmnist_jax.restore", "restore"),
     "Restored": ("fmnist_jax.restore", "Restored"),
     "load_grid": ("fmnist_jax.ablation", "load"),

@@ -83,3 +83,19 @@ def test_the_checker_sees_lazy_and_aliased_imports(tmp_path):
         "def f():\n    from fmnist_jax.commands import parsing\n    from fmnist_jax.restore import Restored\n"
     )
     assert _imports(f) == {"data", "train", "models", "commands.parsing", "restore"}
+
+
+def test_every_public_api_name_resolves_to_its_documented_object():
+    import fmnist_jax
+    from fmnist_jax import ablation, restore, train
+
+    want = {
+        "train_and_evaluate": train.train_and_evaluate,
+        "train_packed": train.train_packed,
+        "restore_run": restore.restore,
+        "Restored": restore.Restored,
+        "load_grid": ablation.load,
+        "run_grid": ablation.run,
+    }
+    assert sorted(want) == fmnist_jax.__all__
+    assert all(getattr(fmnist_jax, name) is obj for name, obj in want.items())
