@@ -109,15 +109,17 @@ def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'key: saved -> current' for every config key that differs, ignoring `MUTABLE_KEYS`.
+    """'key: saved -> current' for every config key that differs, ignoring `MUTABLE_KEYS` and `name`.
 
-    A key the saved config predates counts as its `ADDED_KEYS` value, so older runs still resume.
+    A key the saved config predates counts as its `ADDED_KEYS` value, so older runs still resume. The name
+    says what a run is called, not what it computes, so a grid's baseline finished under another grid's
+    name (the same config) counts as done there too (`scripts/study.sh` shares baselines so).
     """
     a, b = flatten(with_added_keys(saved)), flatten(current)
     keys = sorted(
         k
         for k in a.keys() | b.keys()
-        if k.split(".", 1)[0] not in MUTABLE_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")
+        if k.split(".", 1)[0] not in (*MUTABLE_KEYS, "name") and a.get(k, "<absent>") != b.get(k, "<absent>")
     )
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 

@@ -6,7 +6,8 @@
 #
 #   EPOCHS=10 bash scripts/study.sh check   # the learning-curve check: augmentation at EPOCHS, then its
 #                                           # top 3 at 3 x EPOCHS, compared by scripts/budget_check.py
-#   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, once the check has accepted it
+#   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, once the check has accepted it (the
+#                                           # default recipe, every grid's baseline, is trained once)
 #   bash scripts/study.sh prune             # drop finished points' checkpoints (their results stay)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,13 @@ case ${1:-} in
     ;;
   grids)
     ablate augmentation augmentation
+    # the default recipe is every one of these grids' baseline: trained once, shared (same config, other name)
+    for to in training/grid/base architecture/grid/bn width/grid/w1.0; do
+      if [ ! -e "$OUT/$to/summary.json" ]; then
+        mkdir -p "$OUT/$to"
+        cp "$OUT"/augmentation/grid/hflip/{config,record,metrics,summary,ablate}.json* "$OUT/$to/"
+      fi
+    done
     ablate architecture architecture
     ablate training training
     ablate width width

@@ -364,3 +364,17 @@ def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
     assert ablation.budget_agreement(short, long, top=2)["same_order"] is True
     fig = plots.budget_chart({"a": [short["a"]["val_accuracy"], None]}, [5, 15])  # a point still missing draws
     assert fig.axes[0].get_xlabel() == "epochs"
+
+
+def test_a_baseline_finished_under_another_grids_name_counts_as_done(tiny_config, tmp_path):
+    (point,) = ablation.expand(tiny_config, [("base", {})])
+    d = tmp_path / "base"
+    d.mkdir()
+    shared = point.config.to_dict() | {"name": "augmentation-hflip"}
+    (d / "config.json").write_text(json.dumps(shared))
+    assert ablation.point_status(point, tmp_path) == "partial"
+    (d / "summary.json").write_text("{}")
+    assert ablation.point_status(point, tmp_path) == "done"
+    (d / "config.json").write_text(json.dumps(shared | {"augment": "none"}))
+    with pytest.raises(errors.RunError, match="different config"):
+        ablation.point_status(point, tmp_path)

@@ -162,6 +162,8 @@ def test_config_saved_before_a_key_existed_restores_and_resumes():
     assert config_lib.differences(saved, current.to_dict()) == []
     current.eval.tta_flip = True  # a run saved without the key had it off
     assert config_lib.differences(saved, current.to_dict()) == ["eval.tta_flip: False -> True"]
+    current.name = "another_grid-base"  # what a run is called is not what it computes
+    assert config_lib.differences(saved, current.to_dict()) == ["eval.tta_flip: False -> True"]
 
 
 def test_restore_reads_only_what_inference_needs(reference):
