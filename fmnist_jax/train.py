@@ -5,7 +5,9 @@ devices), `metrics.jsonl` (one row per member per epoch), `checkpoints/<epoch>/`
 stacked train state + JSON meta), `wandb/` and `wandb_runs.json` (W&B), `summary.json`.
 Re-running the same command in the same workdir resumes from the latest checkpoint.
 In a multi-process run (`fmnist_jax.distributed`) every process runs all of this in lockstep
-and process 0 alone writes the files and W&B.
+and process 0 alone writes the files and W&B. Several configs of one network (grid points that differ
+only in `steps.PER_MEMBER_KEYS`) can train as one program (`train_packed`): each is a `Part` of the
+member axis and keeps its own workdir, as if it had trained alone.
 """
 
 from __future__ import annotations
