@@ -112,8 +112,13 @@ def _absolute_data_dir(config: ml_collections.ConfigDict) -> ml_collections.Conf
 def _check_packable(configs: Sequence[ml_collections.ConfigDict]) -> None:
     first = steps.pack_key(configs[0])
     for c in configs[1:]:
-        if steps.pack_key(c) != first:
-            diffs = config_lib.differences(first, steps.pack_key(c))
+        other = steps.pack_key(c)
+        if other != first:
+            diffs = [
+                f"{k}: {first.get(k)!r} -> {other.get(k)!r}"
+                for k in sorted(first | other)
+                if first.get(k) != other.get(k)
+            ]
             raise ConfigError(
                 f"{c.name} cannot train in one program with {configs[0].name}: they differ in more than "
                 f"{', '.join(steps.PER_MEMBER_KEYS)} ({'; '.join(diffs)})"
@@ -467,6 +472,8 @@ def train_packed(
     Returns:
       The summaries, in the order of `runs`.
     """
+    if not runs:
+        raise ConfigError("train_packed needs at least one (config, workdir)")
     (first, _), rest = runs[0], runs[1:]
     workdirs = [Path(w) for _, w in runs]
     if len(set(workdirs)) != len(workdirs):
