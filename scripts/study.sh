@@ -9,16 +9,20 @@
 #   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, once the check has accepted it (the
 #                                           # default recipe, every grid's baseline, is trained once)
 #   bash scripts/study.sh prune             # drop finished points' checkpoints (their results stay)
+# SMOKE=1 OUT=/tmp/study EXTRA='--config.train.steps_per_epoch=5' EPOCHS=1 bash scripts/study.sh check  # a try
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JAX_NUM_CPU_DEVICES=${JAX_NUM_CPU_DEVICES:-2}
-OUT=results/study
+OUT=${OUT:-results/study}
 ablate() {  # ablate GRID NAME [extra ablate flags...]
-  local grid=$1 name=$2
+  local grid=$1 name=$2 spec
   shift 2
   : "${EPOCHS:?set EPOCHS, the budget under test}"
-  .venv/bin/fmnist-jax ablate "ablations/$grid.py" --workdir "$OUT/$name/grid" --out "$OUT/$name" \
-    --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 "$@"
+  spec="ablations/${grid%%:*}.py"
+  if [[ $grid == *:* ]]; then spec+=":${grid#*:}${SMOKE:+,smoke}"; elif [ -n "${SMOKE:-}" ]; then spec+=":smoke"; fi
+  # shellcheck disable=SC2086
+  .venv/bin/fmnist-jax ablate "$spec" --workdir "$OUT/$name/grid" --out "$OUT/$name" \
+    --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 ${EXTRA:-} "$@"
 }
 case ${1:-} in
   check)
