@@ -47,7 +47,10 @@ def cross_validated(smoke: bool = False) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = config_lib.parse_arg(arg, smoke=False, holdout=False)
+    """The final recipe; `:holdout` on the 80/20 split; `:cross_validated` the 36-epoch run of results/best/."""
+    a = config_lib.parse_arg(arg, smoke=False, holdout=False, cross_validated=False)
+    if a.cross_validated:
+        return cross_validated(a.smoke)
     c = cross_validated(a.smoke)
     c.name = ("best_holdout" if a.holdout else "best") + ("_smoke" if a.smoke else "")
     c.cv.holdout = a.holdout

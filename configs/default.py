@@ -25,6 +25,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(
         dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0)
     )
+    # Knowledge distillation (fmnist_jax/distill.py): finished runs' workdirs as teachers, off by default
+    c.distill = ml_collections.ConfigDict(dict(teachers=(), weight=0.0, temperature=1.0))
     c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False, tta_shift=0))
     c.members = ml_collections.ConfigDict(dict(strategy="auto", devices=0))
     c.compile = ml_collections.ConfigDict(dict(cpu_conv="eigen"))  # fmnist_jax/backend.py: why Eigen

@@ -63,8 +63,17 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: steps.TrainState, meta:
     write_json(Path(mngr.directory) / DIGESTS, digests)
 
 
+def digest(workdir: str | Path, epoch: int) -> str:
+    """SHA-256 of a saved epoch's files, as `digests.json` records it: names a checkpoint by its content (a
+    distilled student's record names its teachers so)."""
+    return _hash_files(directory(workdir) / str(epoch))
+
+
 def _digest(mngr: ocp.CheckpointManager, epoch: int) -> str:
-    root = Path(mngr.directory) / str(epoch)
+    return _hash_files(Path(mngr.directory) / str(epoch))
+
+
+def _hash_files(root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(f"{f.relative_to(root)}\0{f.stat().st_size}\0".encode())

@@ -29,6 +29,9 @@ ADDED_KEYS = {
     "wandb.tags": (),
     "cv.holdout": True,
     "eval.tta_shift": 0,
+    "distill.teachers": (),
+    "distill.weight": 0.0,
+    "distill.temperature": 1.0,
 }
 
 

@@ -80,6 +80,12 @@ def _losses(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array
     return optax.softmax_cross_entropy(logits, targets)
 
 
+def distillation_losses(logits: jax.Array, targets: jax.Array, temperature: float) -> jax.Array:
+    """Per-example KL(targets || softmax(logits / T)) x T^2 (Hinton et al. 2015: T^2 keeps the gradient's scale
+    as T changes); `targets` are the teachers' softened probabilities (`fmnist_jax.distill`)."""
+    return optax.kl_divergence(jax.nn.log_softmax(logits / temperature), targets) * temperature**2
+
+
 # What points packed into one program may set apart (`pack_key`): the train step takes them per member. The
 # network, data, batch, epochs and evaluation are one for all, and so is the optimiser's name, whose state's
 # structure must stack (adam's and adamw's differ).
@@ -113,8 +119,15 @@ def recipe(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Recipe:
     return Recipe(augment.parse(config.augment), config.train.label_smoothing, optimizer(config, steps_per_epoch))
 
 
-def make_train_step(config: ml_collections.ConfigDict, recipes: Sequence[Recipe] = ()) -> Callable:
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    recipes: Sequence[Recipe] = (),
+    teachers: Callable[[jax.Array], jax.Array] | None = None,
+) -> Callable:
     """`train_step(state, images_u8, labels, idx, variant=0) -> (state, Metrics)` for one model.
+
+    With `teachers` (`distill.make_targets`: augmented images in [0, 1] -> softened probabilities) the loss is
+    (1 - distill.weight) x the label loss + distill.weight x `distillation_losses` on the same batch.
 
     Without `recipes` it trains `config` (the state's own optimiser). With them (points packed into one program,
     `train.setup(..., packed=...)`), `variant` picks the member's recipe by `lax.switch`: an unrolled member runs
@@ -123,7 +136,8 @@ def make_train_step(config: ml_collections.ConfigDict, recipes: Sequence[Recipe]
     pass, where the time goes, is the same code for every member.
     """
     recipes = recipes or (Recipe(augment.parse(config.augment), config.train.label_smoothing, None),)
-    smoothing = any(r.label_smoothing for r in recipes)  # then metrics report the plain cross-entropy
+    plain = teachers is not None or any(r.label_smoothing for r in recipes)  # metrics: the plain cross-entropy
+    weight, temperature = config.distill.weight, config.distill.temperature
 
     def pick(variant: jax.Array | int, branches: list[Callable], *args: Any) -> Any:
         return branches[0](*args) if len(branches) == 1 else jax.lax.switch(variant, branches, *args)
@@ -133,6 +147,7 @@ def make_train_step(config: ml_collections.ConfigDict, recipes: Sequence[Recipe]
     ):
         x, y = preprocess(images_u8[idx]), labels[idx]
         x = pick(variant, [r.augment for r in recipes], jax.random.fold_in(state.key, state.step), x)
+        soft = None if teachers is None else teachers(x)
         x = normalize(x, config)
 
         def loss_fn(params):
@@ -140,6 +155,8 @@ def make_train_step(config: ml_collections.ConfigDict, recipes: Sequence[Recipe]
                 {"params": params, "batch_stats": state.batch_stats}, x, train=True, mutable=["batch_stats"]
             )
             losses = pick(variant, [lambda lg, r=r: _losses(lg, y, r.label_smoothing) for r in recipes], logits)
+            if soft is not None:
+                losses = (1 - weight) * losses + weight * distillation_losses(logits, soft, temperature)
             return losses.mean(), (logits, losses, updates)
 
         (_, (logits, losses, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -151,7 +168,7 @@ def make_train_step(config: ml_collections.ConfigDict, recipes: Sequence[Recipe]
             opt_state=opt_state,
             batch_stats=updates.get("batch_stats", {}),
         )
-        return state, Metrics.from_logits(logits, y, _losses(logits, y, 0.0) if smoothing else losses)
+        return state, Metrics.from_logits(logits, y, _losses(logits, y, 0.0) if plain else losses)
 
     return train_step
 

@@ -34,6 +34,7 @@ from fmnist_jax import (
     checkpoints,
     config_lib,
     data,
+    distill,
     distributed,
     members,
     models,
@@ -86,6 +87,7 @@ class Experiment:
     val_idx: list[np.ndarray]
     steps_per_epoch: int
     arrays: dict[str, jax.Array]
+    teachers: list[distill.Teacher]
     tx: Any  # the stacked state's optimiser (`TrainState.tx`)
     init_fn: Any
     train_step: Any
@@ -101,11 +103,16 @@ class Experiment:
         return bool(self.config.cv.holdout)
 
 
-def _absolute_data_dir(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A relative `data.dir` made absolute (in a copy), so the saved config works from any folder."""
-    if config.data.dir and not Path(config.data.dir).is_absolute():
-        config = config.copy_and_resolve_references()
-        config.data.dir = str(Path(config.data.dir).resolve())
+def _absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A relative `data.dir` or teacher workdir made absolute (in a copy), so the saved config works from any
+    folder."""
+
+    def absolute(path: str) -> str:
+        return path if not path or Path(path).is_absolute() else str(Path(path).resolve())
+
+    config = config.copy_and_resolve_references()
+    config.data.dir = absolute(config.data.dir)
+    config.distill.teachers = tuple(map(absolute, config.distill.teachers))
     return config
 
 
@@ -135,7 +142,7 @@ def setup(
     `packed` configs train in the same program, their members after `config`'s: they may differ from it only
     in `steps.PER_MEMBER_KEYS` (and in name, seeds and folds), so one network and one loop serve all.
     """
-    configs = [_absolute_data_dir(c) for c in (config, *packed)]
+    configs = [_absolute_paths(c) for c in (config, *packed)]
     for c in configs:
         validate.check(c)
     _check_packable(configs)
@@ -164,8 +171,10 @@ def setup(
     slots = members.padded(ms, members.slots(len(ms), mesh))
     part_of = members.padded([i for i, p in enumerate(parts) for _ in p.members], len(slots))
     recipes = [steps.recipe(p.config, n_steps) for p in parts] if packed else []
+    teachers = distill.load(config, dataset.digest, ms)
+    targets = distill.make_targets(teachers, config.distill.temperature) if teachers else None
     train_step = members.over_members(
-        steps.make_train_step(config, recipes),
+        steps.make_train_step(config, recipes, targets),
         (0, None, None, 0, 0),
         mesh,
         strategy,
@@ -191,6 +200,7 @@ def setup(
         val_idx=val_idx,
         steps_per_epoch=n_steps,
         arrays=arrays,
+        teachers=teachers,
         tx=tx,
         init_fn=members.over_members(
             lambda ik, ak: steps.create_state(model, tx, ik, ak), (0, 0), mesh, strategy, compiler_options=options
@@ -545,6 +555,8 @@ def _open_part(exp: Experiment, part: Part, workdir: Path, start: int) -> tracki
     record = run_record(config, exp.dataset) | {"processes": jax.process_count()}
     if len(exp.parts) > 1:
         record["packed_with"] = [p.config.name for p in exp.parts if p is not part]
+    if exp.teachers:
+        record["teachers"] = [t.identity() for t in exp.teachers]
     write_json(workdir / "record.json", record | ({"resumed_from_epoch": start} if start else {}), default=str)
     _keep_rows(workdir / "metrics.jsonl", start)
     if config.wandb.mode == "disabled":

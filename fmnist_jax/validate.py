@@ -112,6 +112,7 @@ def check(c: ml_collections.ConfigDict) -> None:
     _float(c, "optim.weight_decay", 0.0, 1.0)
     _choice(c, "optim.schedule", SCHEDULES)
     _float(c, "optim.warmup_epochs", 0.0, epochs)
+    _distill(c)
     _int(c, "eval.batch_size", 1)
     _bool(c, "eval.tta_flip")
     _int(c, "eval.tta_shift", 0, 3)
@@ -124,3 +125,16 @@ def check(c: ml_collections.ConfigDict) -> None:
     tags = _get(c, "wandb.tags")
     if not isinstance(tags, (tuple, list)) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
         raise ConfigError(f"wandb.tags={tags!r} must be a tuple of W&B tags (strings of 1 to 64 characters)")
+
+
+def _distill(c: ml_collections.ConfigDict) -> None:
+    teachers = _get(c, "distill.teachers")
+    if not isinstance(teachers, (tuple, list)) or not all(isinstance(t, str) and t for t in teachers):
+        raise ConfigError(f"distill.teachers={teachers!r} must be a tuple of run workdirs (non-empty strings)")
+    weight = _float(c, "distill.weight", 0.0, 1.0)
+    _float(c, "distill.temperature", 0.0, 100.0, lo_open=True)
+    if bool(teachers) != (weight > 0):
+        raise ConfigError(
+            f"distill.weight={weight} with {len(teachers)} teacher(s): distillation needs both teachers and a "
+            "weight above 0 (teachers at weight 0 would cost their forward passes and change nothing)"
+        )

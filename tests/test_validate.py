@@ -61,7 +61,11 @@ def test_bad_values_are_named(key, value, match):
         ("best", None),
         ("best", "smoke"),
         ("best", "holdout"),
+        ("best", "cross_validated"),
         ("seed_study", None),
+        ("distill", None),
+        ("distill", "smoke"),
+        ("distill", "final"),
     ],
 )
 def test_shipped_configs_are_valid(name, arg):
