@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,22 +32,17 @@ from fmnist_jax.members import Member
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:
-    """One teacher run: its model, its members' variables (host arrays, leading member axis) and its config."""
+    """One teacher run as restored, and the SHA-256 of the checkpoint it was restored from."""
 
-    workdir: Path
-    config: ml_collections.ConfigDict
-    apply_fn: Callable
-    variables: dict[str, Any]
-    members: list[Member]
-    epoch: int
+    run: restore.Restored
     checkpoint_sha256: str
 
     def identity(self) -> dict[str, Any]:
         """What the student's record keeps of it: where, which checkpoint, and that checkpoint's digest."""
         return {
-            "workdir": str(self.workdir),
-            "epoch": self.epoch,
-            "members": [dataclasses.asdict(m) for m in self.members],
+            "workdir": str(self.run.workdir),
+            "epoch": self.run.epoch,
+            "members": [dataclasses.asdict(m) for m in self.run.members],
             "checkpoint_sha256": self.checkpoint_sha256,
         }
 
@@ -74,17 +68,7 @@ def load(config: ml_collections.ConfigDict, data_digest: str, students: list[Mem
             raise ConfigError(f"distill.teachers: {path} trained on other data ({r.data_digest} != {data_digest})")
         if config.cv.holdout:
             _check_split(config, students, path, r.config, r.members)
-        teachers.append(
-            Teacher(
-                r.workdir,
-                r.config,
-                r.model.apply,
-                members.to_host(r.variables),
-                r.members,
-                r.epoch,
-                checkpoints.digest(r.workdir, r.epoch),
-            )
-        )
+        teachers.append(Teacher(r, checkpoints.digest(r.workdir, r.epoch)))
     return teachers
 
 
@@ -115,7 +99,13 @@ def _check_split(
 def make_targets(teachers: list[Teacher], temperature: float) -> Callable[[jax.Array], jax.Array]:
     """`targets(images [B, 28, 28, 1] in [0, 1], augmented) -> [B, 10]`: the mean over every teacher member of
     softmax(logits / temperature), each teacher in eval mode on its own normalisation of the same images."""
-    models = [(t.apply_fn, t.config, members.unstack(t.variables, i)) for t in teachers for i in range(len(t.members))]
+    # host copies (one per teacher run): constants of the compiled step, wherever the restored run placed them
+    hosts = [(t.run.model.apply, t.run.config, members.to_host(t.run.variables)) for t in teachers]
+    models: list[tuple[Callable, ml_collections.ConfigDict, Any]] = [
+        (apply_fn, c, members.unstack(variables, i))
+        for (apply_fn, c, variables), t in zip(hosts, teachers)
+        for i in range(len(t.run.members))
+    ]
 
     def targets(images: jax.Array) -> jax.Array:
         probs = [

@@ -82,7 +82,7 @@ def test_train_step_descends_the_weighted_sum_of_label_and_teacher_losses(tiny_d
 def test_targets_are_the_mean_softened_prediction_of_every_teacher_member(teachers, tiny_data_dir):
     ds = data.load(str(tiny_data_dir), verify=False)
     loaded = distill.load(_final(tiny_data_dir, teachers), ds.digest, [Member(0, 0)])
-    assert [len(t.members) for t in loaded] == [2]
+    assert [len(t.run.members) for t in loaded] == [2]
     got = distill.make_targets(loaded, 2.0)(steps.preprocess(jnp.asarray(ds.test_images[:50])))
     _, logits = restore.restore(teachers["folds01"]).evaluate(ds.test_images[:50], tta_flip=False, tta_shift=0)
     chex.assert_trees_all_close(got, jax.nn.softmax(logits / 2.0).mean(0), atol=1e-5)
