@@ -21,7 +21,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_params = 100_000  # the project's budget; every model and grid point is checked against it
     c.augment = "flip_lr"
     c.normalize = ml_collections.ConfigDict(dict(mean=0.5, std=0.5))
-    c.train = ml_collections.ConfigDict(dict(epochs=3, batch_size=128, steps_per_epoch=0, label_smoothing=0.0))
+    # ema_decay > 0 also keeps an exponential moving average of the weights (steps.TrainState.ema), evaluated
+    # beside them every epoch: it never changes training, so raw and averaged weights compare paired
+    c.train = ml_collections.ConfigDict(
+        dict(epochs=3, batch_size=128, steps_per_epoch=0, label_smoothing=0.0, ema_decay=0.0)
+    )
     c.optim = ml_collections.ConfigDict(
         dict(name="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_epochs=0.0)
     )

@@ -139,7 +139,8 @@ def abstract_state(
     """
     model, tx = models.build(config), steps.optimizer(config, steps_per_epoch)
     keys = jax.random.split(jax.random.key(0), n_members)
-    shapes = jax.eval_shape(jax.vmap(lambda k: steps.create_state(model, tx, k, k)), keys)
+    ema = config.train.ema_decay > 0
+    shapes = jax.eval_shape(jax.vmap(lambda k: steps.create_state(model, tx, k, k, ema)), keys)
     sharding = members.stored_sharding(n_members, mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
@@ -150,9 +151,10 @@ def restore(mngr: ocp.CheckpointManager, target: steps.TrainState, epoch: int | 
 
 
 def restore_variables(
-    mngr: ocp.CheckpointManager, model: models.CNN, n_members: int, mesh: Mesh, epoch: int
+    mngr: ocp.CheckpointManager, model: models.CNN, n_members: int, mesh: Mesh, epoch: int, ema: bool = False
 ) -> dict[str, Any]:
-    """Only the stacked `{'params', 'batch_stats'}` of a checkpoint: what inference needs.
+    """Only the stacked `{'params', 'batch_stats'}` of a checkpoint (with `ema`, the weight average's): what
+    inference needs.
 
     A partial restore into shapes from `jax.eval_shape` of the model's init, so neither an optimiser
     nor a train step is built and the optimiser state is never read.
@@ -161,10 +163,12 @@ def restore_variables(
     shapes = jax.eval_shape(jax.vmap(lambda k: models.init_variables(model, k)), keys)
     sharding = members.stored_sharding(n_members, mesh)
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), dict(shapes))
+    target = {"ema": target} if ema else target
     args = ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
     )
-    return mngr.restore(_step(mngr, epoch), args=ocp.args.Composite(state=args)).state
+    restored = mngr.restore(_step(mngr, epoch), args=ocp.args.Composite(state=args)).state
+    return restored["ema"] if ema else restored
 
 
 def _step(mngr: ocp.CheckpointManager, epoch: int | None) -> int:

@@ -32,6 +32,7 @@ ADDED_KEYS = {
     "distill.teachers": (),
     "distill.weight": 0.0,
     "distill.temperature": 1.0,
+    "train.ema_decay": 0.0,
 }
 
 

@@ -20,10 +20,12 @@ def evaluate_run(
     step: int | None = None,
     tta_flip: bool | None = None,
     tta_shift: int | None = None,
+    ema: bool = False,
 ) -> dict[str, Any]:
-    """Test metrics of the restored members (all, or `member=(fold, seed)`): per member, mean ± std, per class,
-    confusion matrices; test-time views (`tta_flip`, `tta_shift`) None evaluate as the run was configured."""
-    run = restore.restore(workdir, step)
+    """Test metrics of the restored members (all, or `member=(fold, seed)`; with `ema`, their weight averages):
+    per member, mean ± std, per class, confusion matrices; test-time views (`tta_flip`, `tta_shift`) None
+    evaluate as the run was configured."""
+    run = restore.restore(workdir, step, ema)
     if member is not None:
         run = run.select(*member)
     dataset = data.for_config(run.config, run.data_digest)
@@ -40,6 +42,7 @@ def evaluate_run(
         "data_digest": dataset.digest,
         "tta_flip": tta_flip,
         "tta_shift": tta_shift,
+        "ema": ema,
         "members": [
             {
                 "fold": m.fold,
@@ -61,7 +64,8 @@ def evaluate_run(
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['name']} at epoch {r['epoch']} ({r['workdir']}); test-time flip averaging "
-        f"{'on' if r['tta_flip'] else 'off'}, moves of {r.get('tta_shift', 0)} pixel(s)",
+        f"{'on' if r['tta_flip'] else 'off'}, moves of {r.get('tta_shift', 0)} pixel(s)"
+        + ("; weight average" if r.get("ema") else ""),
         "member          test acc   test loss",
     ]
     lines += [

@@ -57,21 +57,22 @@ def inference_fn(
     return fn
 
 
-def load_member(workdir: str | Path, member: tuple[int, int] | None = None) -> TrainedMember:
-    """Restore one member of a finished run: `member=(fold, seed)`, or the best by validation accuracy (the
-    first member when nothing was held out: `cv.holdout` false)."""
+def load_member(workdir: str | Path, member: tuple[int, int] | None = None, ema: bool = False) -> TrainedMember:
+    """Restore one member of a finished run (with `ema`, its weight average): `member=(fold, seed)`, or the best
+    by validation accuracy (the first member when nothing was held out: `cv.holdout` false)."""
     workdir = Path(workdir)
     try:
         summary = json.loads((workdir / "summary.json").read_text())
     except (OSError, ValueError) as e:
         raise RunError(f"{workdir}: no readable summary.json ({e}); is it a finished `fmnist-jax train` run?") from e
-    run = restore.restore(workdir)
+    run = restore.restore(workdir, ema=ema)
+    scores = summary["ema"] if ema else summary  # the weight average has its own accuracies
     if member is None:
-        val = [m["val_accuracy"] for m in summary["members"]]
+        val = [m["val_accuracy"] for m in scores["members"]]
         i = 0 if None in val else int(np.argmax(val))
         member = run.members[i].fold, run.members[i].seed
     run = run.select(*member)
-    (row,) = [m for m in summary["members"] if (m["fold"], m["seed"]) == member]
+    (row,) = [m for m in scores["members"] if (m["fold"], m["seed"]) == member]
     info = {
         "fold": member[0],
         "seed": member[1],
@@ -80,6 +81,7 @@ def load_member(workdir: str | Path, member: tuple[int, int] | None = None) -> T
         "data_digest": summary.get("data_digest"),
         "workdir": str(workdir.resolve()),
         "epoch": run.epoch,
+        "ema": ema,
     }
     return TrainedMember(run.config, run.model, run.member_variables(0), info)
 

@@ -37,6 +37,7 @@ class Restored:
       mesh: the devices the member axis is spread over (padded to them when evaluating).
       epoch: finished epochs at this checkpoint.
       data_digest: digest of the data it was trained on.
+      ema: whether `variables` are the weight average (`train.ema_decay`) rather than the weights.
     """
 
     workdir: Path
@@ -47,6 +48,7 @@ class Restored:
     mesh: Mesh
     epoch: int
     data_digest: str
+    ema: bool = False
 
     def select(self, fold: int, seed: int) -> Restored:
         """Only member (fold, seed); RunError naming the run's members if it has no such member."""
@@ -113,12 +115,13 @@ class Restored:
         return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def restore(workdir: str | Path, step: int | None = None) -> Restored:
+def restore(workdir: str | Path, step: int | None = None, ema: bool = False) -> Restored:
     """Restore a run's latest checkpoint (or the one after `step` epochs) for inference.
 
     Args:
       workdir: a `fmnist-jax train` workdir (or a copy of one with its `checkpoints/`).
       step: finished epochs of the checkpoint to restore; None for the latest.
+      ema: the weight average instead of the weights (RunError for a run that kept none).
 
     Returns:
       The restored run. Raises `errors.NoCheckpoint` (a FileNotFoundError) without such a checkpoint and
@@ -129,9 +132,11 @@ def restore(workdir: str | Path, step: int | None = None) -> Restored:
         epoch, meta = checkpoints.read_meta(mngr, step)
         config = config_lib.from_dict(meta["config"])
         ms = [Member(m["fold"], m["seed"]) for m in meta["members"]]
+        if ema and not config.train.ema_decay > 0:
+            raise RunError(f"{workdir}: this run kept no weight average (train.ema_decay=0); restore it without ema")
         model = models.build(config)
         mesh = members.make_mesh(len(ms), config.members.devices)
-        variables = checkpoints.restore_variables(mngr, model, len(ms), mesh, epoch)
+        variables = checkpoints.restore_variables(mngr, model, len(ms), mesh, epoch, ema)
     finally:
         mngr.close()
-    return Restored(Path(workdir), config, ms, model, variables, mesh, epoch, meta["data_digest"])
+    return Restored(Path(workdir), config, ms, model, variables, mesh, epoch, meta["data_digest"], ema)

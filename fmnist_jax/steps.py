@@ -24,6 +24,9 @@ from fmnist_jax.metrics import Metrics
 class TrainState(train_state.TrainState):
     batch_stats: Any
     key: jax.Array  # this member's augmentation stream; folded with `step`, so resume is exact
+    # {'params', 'batch_stats'} averaged over steps (`train.ema_decay` > 0), else None: an empty subtree, so
+    # checkpoints saved without it restore unchanged
+    ema: Any = None
 
 
 def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -48,16 +51,33 @@ def optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.
 
 
 def create_state(
-    model: nn.Module, tx: optax.GradientTransformation, init_key: jax.Array, aug_key: jax.Array
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    init_key: jax.Array,
+    aug_key: jax.Array,
+    ema: bool = False,
 ) -> TrainState:
+    """A fresh state; with `ema`, its weight average starts at the initial weights."""
     variables = models.init_variables(model, init_key)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
     return TrainState.create(
         apply_fn=model.apply,
-        params=variables["params"],
+        params=params,
         tx=tx,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         key=aug_key,
+        ema={"params": params, "batch_stats": batch_stats} if ema else None,
     )
+
+
+def ema_update(ema: Any, variables: Any, decay: float, step: jax.Array | int) -> Any:
+    """One step of the weights' exponential moving average (Polyak averaging, as in big_vision and timm).
+
+    The decay ramps up as min(decay, (1 + t) / (10 + t)) (TensorFlow's ExponentialMovingAverage with
+    num_updates), so the early average is not dominated by the random initial weights.
+    """
+    rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return optax.incremental_update(variables, ema, step_size=1.0 - rate)
 
 
 def preprocess(images_u8: jax.Array) -> jax.Array:
@@ -162,12 +182,9 @@ def make_train_step(
         (_, (logits, losses, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         txs = [r.tx or state.tx for r in recipes]
         step, opt_state = pick(variant, [tx.update for tx in txs], grads, state.opt_state, state.params)
-        state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, step),
-            opt_state=opt_state,
-            batch_stats=updates.get("batch_stats", {}),
-        )
+        new = {"params": optax.apply_updates(state.params, step), "batch_stats": updates.get("batch_stats", {})}
+        ema = None if state.ema is None else ema_update(state.ema, new, config.train.ema_decay, state.step)
+        state = state.replace(step=state.step + 1, opt_state=opt_state, ema=ema, **new)
         return state, Metrics.from_logits(logits, y, _losses(logits, y, 0.0) if plain else losses)
 
     return train_step
@@ -201,9 +218,10 @@ def infer(
     return (logits + apply_fn(variables, x[:, :, ::-1], train=False)) / 2 if tta_flip else logits
 
 
-def variables(state: TrainState) -> dict[str, Any]:
-    """The state's inference variables, as `model.apply` and the eval step take them."""
-    return {"params": state.params, "batch_stats": state.batch_stats}
+def variables(state: TrainState, ema: bool = False) -> dict[str, Any]:
+    """The state's inference variables (with `ema`, the averaged ones), as `model.apply` and the eval step take
+    them."""
+    return state.ema if ema else {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def make_eval_step(config: ml_collections.ConfigDict, apply_fn: Callable) -> Callable:

@@ -152,7 +152,11 @@ class WandbWriter:
 
         def put():
             shared = {"params": summary["params"], "data_digest": summary["data_digest"]}
-            finals = {i: _keys(m) for i, m in enumerate(summary["members"])}
+            ema = summary.get("ema", {}).get("members") or [{}] * len(summary["members"])  # history's ema_ keys
+            finals = {
+                i: _keys(m | {f"ema_{k}": v for k, v in e.items() if k not in ("fold", "seed")})
+                for i, (m, e) in enumerate(zip(summary["members"], ema))
+            }
             if self.per_point:
                 self.runs[0].summary.update({**_per_point(self.members, finals), **shared})
             else:

@@ -203,7 +203,11 @@ def setup(
         teachers=teachers,
         tx=tx,
         init_fn=members.over_members(
-            lambda ik, ak: steps.create_state(model, tx, ik, ak), (0, 0), mesh, strategy, compiler_options=options
+            lambda ik, ak: steps.create_state(model, tx, ik, ak, config.train.ema_decay > 0),
+            (0, 0),
+            mesh,
+            strategy,
+            compiler_options=options,
         ),
         train_step=lambda state, images, labels, idx: train_step(state, images, labels, idx, variants),
         eval_step=members.over_members(
@@ -254,10 +258,13 @@ def train_epoch(
     return state, {k: v[: len(exp.members)] for k, v in members.to_host(total).compute().items()}
 
 
-def evaluate(exp: Experiment, state: steps.TrainState, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def evaluate(
+    exp: Experiment, state: steps.TrainState, split: str, ema: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-member loss/accuracy on 'val' (each member's own held-out fold) or 'test'; also logits [M, N, 10].
 
-    N is the split's size (for 'val', the largest fold's: shorter folds are padded at the end).
+    N is the split's size (for 'val', the largest fold's: shorter folds are padded at the end). With `ema`,
+    of the averaged weights (`train.ema_decay`).
     """
     if split == "val":
         idx_list, images, labels = exp.val_idx, exp.arrays["train_images"], exp.arrays["train_labels"]
@@ -271,8 +278,20 @@ def evaluate(exp: Experiment, state: steps.TrainState, split: str) -> tuple[dict
     else:
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     return members.evaluate(
-        exp.eval_step, steps.variables(state), images, labels, idx_list, exp.config.eval.batch_size, exp.mesh
+        exp.eval_step, steps.variables(state, ema), images, labels, idx_list, exp.config.eval.batch_size, exp.mesh
     )
+
+
+def evaluate_splits(
+    exp: Experiment, state: steps.TrainState, split: str
+) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """`split`'s per-member metrics keyed by the name they are logged under (`split` for the weights,
+    `ema_<split>` for their average when the run keeps one), and the weights' logits."""
+    metrics, logits = evaluate(exp, state, split)
+    out = {split: metrics}
+    if exp.config.train.ema_decay > 0:
+        out[f"ema_{split}"] = evaluate(exp, state, split, ema=True)[0]
+    return out, logits
 
 
 def check_finite(
@@ -308,23 +327,11 @@ def _rows(part: Part, epoch: int, **split_metrics: dict[str, np.ndarray]) -> lis
     return rows
 
 
-def summarize(
-    exp: Experiment,
-    val: dict[str, np.ndarray] | None,
-    test: dict[str, np.ndarray],
-    epoch_seconds: list[float],
-    part: Part | None = None,
-) -> dict[str, Any]:
-    """A part's summary (the first: a plain run's); val entries are None without held-out data (`cv.holdout`
-    false). Time and throughput are the whole program's, which a packed part shares (`packed_with`)."""
-    part = part or exp.parts[0]
+def _accuracies(part: Part, val: dict[str, np.ndarray] | None, test: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A part's per-member and mean ± std val/test accuracy (val None: nothing held out)."""
     val = None if val is None else part.take(val)
     test = part.take(test)
-    imgs = exp.steps_per_epoch * exp.batch_size * len(exp.members)
-    steady = epoch_seconds[1:] or epoch_seconds  # epoch 1 includes compilation
-    packed = [p.config.name for p in exp.parts if p is not part]
     return {
-        "name": part.config.name,
         "members": [
             {
                 "fold": m.fold,
@@ -337,6 +344,28 @@ def summarize(
         ],
         "val_accuracy": None if val is None else stats.mean_std(val["accuracy"]),
         "test_accuracy": stats.mean_std(test["accuracy"]),
+    }
+
+
+def summarize(
+    exp: Experiment,
+    val: dict[str, dict[str, np.ndarray]],
+    test: dict[str, dict[str, np.ndarray]],
+    epoch_seconds: list[float],
+    part: Part | None = None,
+) -> dict[str, Any]:
+    """A part's summary (the first: a plain run's) from `evaluate_splits`' val ({} without held-out data,
+    `cv.holdout` false: val entries are then None) and test; the weight average's, if kept, under `ema`.
+    Time and throughput are the whole program's, which a packed part shares (`packed_with`)."""
+    part = part or exp.parts[0]
+    imgs = exp.steps_per_epoch * exp.batch_size * len(exp.members)
+    steady = epoch_seconds[1:] or epoch_seconds  # epoch 1 includes compilation
+    packed = [p.config.name for p in exp.parts if p is not part]
+    ema = "ema_test" in test
+    return {
+        "name": part.config.name,
+        **_accuracies(part, val.get("val"), test["test"]),
+        **({"ema": _accuracies(part, val.get("ema_val"), test["ema_test"])} if ema else {}),
         "params": exp.n_params,
         "flops_per_image": models.flops_per_image(exp.model),
         "epochs": exp.config.train.epochs,
@@ -352,11 +381,14 @@ def summarize(
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    v, t = s["val_accuracy"], s["test_accuracy"]
+    def accuracies(a: dict[str, Any]) -> str:
+        v, t = a["val_accuracy"], a["test_accuracy"]
+        return f"val acc {stats.pct_of(v) if v is not None else 'none held out'} | test acc {stats.pct_of(t)}"
+
+    ema = f" | weight average: {accuracies(s['ema'])}" if "ema" in s else ""
     return (
         f"{s['name']}: {len(s['members'])} members, {s['params']:,} params, {s['epochs']} epochs, "
-        f"{s['train_images_per_s']:.0f} img/s | val acc {stats.pct_of(v) if v is not None else 'none held out'} | "
-        f"test acc {stats.pct_of(t)}"
+        f"{s['train_images_per_s']:.0f} img/s | {accuracies(s)}{ema}"
     )
 
 
@@ -583,7 +615,7 @@ def _train(exp: Experiment, workdirs: list[Path], progress: bool, writer: Metric
         for w, t in zip(workdirs, trackers)
     ]
     every = config.checkpoint.every_epochs
-    val_m = None
+    val_m: dict[str, dict[str, np.ndarray]] | None = None
     try:
         epochs = tqdm(
             range(start, config.train.epochs),
@@ -599,22 +631,22 @@ def _train(exp: Experiment, workdirs: list[Path], progress: bool, writer: Metric
             jax.block_until_ready(state)
             check_finite(exp, state, train_m, epoch + 1, mngrs[0].latest_step())
             epoch_seconds.append(time.perf_counter() - t0)
-            val_m = evaluate(exp, state, "val")[0] if exp.holdout else None
+            val_m = evaluate_splits(exp, state, "val")[0] if exp.holdout else {}
             for part, out in zip(exp.parts, outs):
                 if out is not None:
-                    out.write(_rows(part, epoch + 1, train=train_m, **({"val": val_m} if val_m is not None else {})))
+                    out.write(_rows(part, epoch + 1, train=train_m, **val_m))
             if (every and (epoch + 1) % every == 0) or epoch + 1 == config.train.epochs:
                 # every process saves its shards; each part's checkpoint holds its real members only (any devices)
                 real = members.unpad(state, len(exp.members), exp.mesh)
                 for part, mngr in zip(exp.parts, mngrs):
                     own = real if len(exp.parts) == 1 else _slice(real, part, exp.mesh)
                     checkpoints.save(mngr, epoch + 1, own, _meta(exp, part, epoch_seconds))
-            shown = {"train": train_m} | ({"val": val_m} if val_m is not None else {})
+            shown = {"train": train_m} | val_m
             epochs.set_postfix({f"{k}_acc": f"{m['accuracy'].mean():.4f}" for k, m in shown.items()})
-        if val_m is None and exp.holdout:  # restored the final checkpoint of a run killed before its summary
-            val_m, _ = evaluate(exp, state, "val")
-        test_m, test_logits = evaluate(exp, state, "test")
-        summaries = [summarize(exp, val_m, test_m, epoch_seconds, part) for part in exp.parts]
+        if val_m is None:  # restored the final checkpoint of a run killed before its summary
+            val_m = evaluate_splits(exp, state, "val")[0] if exp.holdout else {}
+        tests, test_logits = evaluate_splits(exp, state, "test")
+        summaries = [summarize(exp, val_m, tests, epoch_seconds, part) for part in exp.parts]
         for part, w, summary, tracker in zip(exp.parts, workdirs, summaries, trackers):
             if main:
                 write_json(w / "summary.json", summary)

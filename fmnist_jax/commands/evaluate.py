@@ -1,5 +1,5 @@
 """`fmnist-jax evaluate --workdir DIR [--member FOLD,SEED] [--step EPOCH] [--tta_flip true|false] [--tta_shift N]
-[--out DIR]`.
+[--ema] [--out DIR]`.
 
 Restores a run's checkpoint (the config comes from the checkpoint itself, so no config
 flag can disagree with the weights) and reports test accuracy per member with mean ± std,
@@ -35,6 +35,7 @@ def _define(fv: flags.FlagValues) -> None:
         upper_bound=3,
         flag_values=fv,
     )
+    parsing.define_ema(fv)
     flags.DEFINE_string(
         "out", None, "Where evaluation.json and confusion.png go (default: WORKDIR/eval).", flag_values=fv
     )
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
     from fmnist_jax.writers import write_json
 
     tta_flip = None if fv.tta_flip is None else fv.tta_flip == "true"
-    report = evaluation.evaluate_run(fv.workdir, member, fv.step, tta_flip, fv.tta_shift)
+    report = evaluation.evaluate_run(fv.workdir, member, fv.step, tta_flip, fv.tta_shift, fv.ema)
     out = Path(fv.out or Path(fv.workdir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     suffix = (
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
         + (f"_epoch{fv.step}" if fv.step else "")
         + ("" if tta_flip is None else f"_tta_{fv.tta_flip}")
         + ("" if fv.tta_shift is None else f"_shift{fv.tta_shift}")
+        + ("_ema" if fv.ema else "")
     )
     write_json(out / f"evaluation{suffix}.json", report)
     acc = report["test_accuracy"]

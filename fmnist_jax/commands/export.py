@@ -1,4 +1,4 @@
-"""`fmnist-jax export --workdir RUN --out DIR [--member FOLD,SEED] [--platforms cpu,cuda] [--nocheck]`.
+"""`fmnist-jax export --workdir RUN --out DIR [--member FOLD,SEED] [--ema] [--platforms cpu,cuda] [--nocheck]`.
 
 Writes one trained member (default: the best by validation accuracy) as `model.jax` + `manifest.json`
 (`fmnist_jax.exporter`), with the drift reference that `serve` monitors against (statistics of the
@@ -19,6 +19,7 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("workdir", None, "A finished `fmnist-jax train` run.", flag_values=fv)
     flags.DEFINE_string("out", None, "Folder for model.jax and manifest.json.", flag_values=fv)
     parsing.define_member(fv, "FOLD,SEED of the member to export (default: best validation accuracy).")
+    parsing.define_ema(fv)
     flags.DEFINE_list(
         "platforms",
         None,
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
     from fmnist_jax import data, exporter  # heavy imports only once the arguments are known good
     from fmnist_jax.artifact import MANIFEST_FILE, MODEL_FILE
 
-    trained = exporter.load_member(fv.workdir, member)
+    trained = exporter.load_member(fv.workdir, member, fv.ema)
     ds = data.for_config(trained.config, trained.info["data_digest"]) if fv.check or fv.reference else None
     reference = None
     if ds is not None and fv.reference:

@@ -38,6 +38,13 @@ def define_member(fv: flags.FlagValues, help_text: str) -> None:
     flags.DEFINE_string("member", None, help_text, flag_values=fv)
 
 
+def define_ema(fv: flags.FlagValues) -> None:
+    """`--ema`: the run's weight average (`train.ema_decay`) instead of its weights."""
+    flags.DEFINE_bool(
+        "ema", False, "Use the run's weight average (train.ema_decay > 0) instead of its weights.", flag_values=fv
+    )
+
+
 def member(fv: flags.FlagValues) -> tuple[int, int] | None:
     """`--member FOLD,SEED` as (fold, seed), or None when not given."""
     if fv.member is None:
