@@ -25,8 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
-    m = config.model
-    base = models.CNN(widths=tuple(m.widths), depths=DEPTHS[-1], batch_norm=m.batch_norm, residual=m.residual)
+    base = models.build(config).clone(depths=DEPTHS[-1])
     shared = models.fit_width(base, config.max_params).widths
     points = []
     for depths in DEPTHS:

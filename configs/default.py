@@ -17,7 +17,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(dir="", source="idx", verify=True))
     # holdout=False: train on all 60k (final models; nothing to validate on)
     c.cv = ml_collections.ConfigDict(dict(k=5, folds=(0, 1, 2, 3, 4), split_seed=0, holdout=True))
-    c.model = ml_collections.ConfigDict(dict(widths=(32, 64, 56), depths=(2, 2, 1), batch_norm=True, residual=False))
+    # se: squeeze-excitation in every block with this reduction ratio (0: none; models.SqueezeExcite)
+    c.model = ml_collections.ConfigDict(
+        dict(widths=(32, 64, 56), depths=(2, 2, 1), batch_norm=True, residual=False, se=0)
+    )
     c.max_params = 100_000  # the project's budget; every model and grid point is checked against it
     c.augment = "flip_lr"
     c.normalize = ml_collections.ConfigDict(dict(mean=0.5, std=0.5))

@@ -33,6 +33,7 @@ ADDED_KEYS = {
     "distill.weight": 0.0,
     "distill.temperature": 1.0,
     "train.ema_decay": 0.0,
+    "model.se": 0,
 }
 
 

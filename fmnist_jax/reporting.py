@@ -46,7 +46,7 @@ def _describe(layer: nn.Module, x: Any) -> str:
     if not isinstance(layer, models.ConvBlock):
         return type(layer).__name__
     skip = layer.residual and x.shape[-1] == layer.features  # as ConvBlock decides
-    return "conv3x3" + " + BN" * layer.batch_norm + " + ReLU" + " + skip" * skip
+    return "conv3x3" + " + BN" * layer.batch_norm + " + SE" * bool(layer.se) + " + ReLU" + " + skip" * skip
 
 
 def model_table(model: nn.Module) -> list[dict[str, Any]]:

@@ -96,6 +96,7 @@ def check(c: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"model.widths {widths}: at most 3 stages (each halves 28x28: 28, 14, 7)")
     _bool(c, "model.batch_norm")
     _bool(c, "model.residual")
+    _int(c, "model.se", 0, 64)
     _int(c, "max_params", 1)
     try:
         augment.parse(_get(c, "augment"))
