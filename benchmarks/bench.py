@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fmnist_jax import backend, data, members, models, steps, train
+from fmnist_jax import backend, data, distill, members, models, steps, train
 from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
 from fmnist_jax.writers import write_json
 
@@ -108,6 +108,7 @@ class JaxBench:
         cfg = importlib.import_module(f"configs.{args.config}").get_config()
         cfg.cv.k = max(5, args.members)
         cfg.cv.folds, cfg.seeds = tuple(range(args.members)), (0,)  # K members = K folds of one seed
+        cfg.cv.holdout = True  # configs/best.py's final models hold nothing out; folds need a holdout
         cfg.train.batch_size = args.batch_size
         cfg.members.strategy = args.strategy
         cfg.data.verify = False
@@ -160,6 +161,49 @@ class JaxBench:
             state,
             self.arrays,
             self.single_batches,
+        )
+
+    def _single_of(
+        self, name: str, what: str, config: Any, teachers: Callable[[jax.Array], jax.Array] | None = None
+    ) -> Variant:
+        """The single-model step of a variation of the benchmark's config, on the same batches as 'single'."""
+        state = steps.create_state(
+            models.build(config),
+            steps.optimizer(config, self.exp.steps_per_epoch),
+            jax.random.key(0),
+            jax.random.key(1),
+            config.train.ema_decay > 0,
+        )
+        fn = steps.make_train_step(config, (), teachers)
+        flops = _step_flops(fn, state, *self.arrays, self.single_batches[0]) / self.b  # its own: teachers count
+        step = jax.jit(fn, donate_argnums=(0,), compiler_options=self.options)
+        return _stepping(name, what, self.b, step, state, self.arrays, self.single_batches, flops)
+
+    def ema(self) -> Variant:
+        """'single' keeping a weight average (`train.ema_decay`): one more pass over the variables per step."""
+        config = self.config.copy_and_resolve_references()
+        config.train.ema_decay = 0.999
+        return self._single_of("ema", "JAX, one model keeping a weight average (train.ema_decay=0.999)", config)
+
+    def se(self) -> Variant:
+        """'single' with squeeze-excitation gates in every block (`model.se=16`)."""
+        config = self.config.copy_and_resolve_references()
+        config.model.se = 16
+        return self._single_of("se", "JAX, one model with squeeze-excitation (model.se=16)", config)
+
+    def distilled(self) -> Variant:
+        """`configs/distill.py`'s student step: 'single' of configs/best.py plus its teachers' eval-mode forward
+        passes on the augmented batch (weight average off, to time the teachers alone)."""
+        config = importlib.import_module("configs.distill").get_config()
+        config.train.batch_size, config.train.ema_decay = self.b, 0.0
+        config.compile.cpu_conv = self.config.compile.cpu_conv
+        loaded = distill.load(config, self.exp.dataset.digest, members.members_of(config))
+        n = sum(len(t.run.members) for t in loaded)
+        return self._single_of(
+            "distilled",
+            f"JAX, one model learning from {n} teacher members (configs/distill.py's step)",
+            config,
+            distill.make_targets(loaded, config.distill.temperature),
         )
 
     def single_ynnpack(self) -> Variant:
@@ -366,7 +410,11 @@ def ratios(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
         "packed_vs_separate": _ratios(per_round, "packed", "separate"),
         "single_vs_single_flax_pool": _ratios(per_round, "single", "single_flax_pool"),
         "single_dp_vs_single": _ratios(per_round, "single_dp", "single"),
-        **{f"{n}_vs_single": _ratios(per_round, n, "single") for n in per_round if n.startswith("single[")},
+        **{
+            f"{n}_vs_single": _ratios(per_round, n, "single")
+            for n in per_round
+            if n.startswith("single[") or n in ("ema", "se", "distilled")
+        },
     }
     return {k: v for k, v in out.items() if v}
 

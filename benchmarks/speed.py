@@ -31,6 +31,9 @@ VARIANTS = (
     "torch_cl",
     "packed",
     "separate",
+    "ema",
+    "se",
+    "distilled",
 )
 DEFAULT_VARIANTS = "single,single_flax_pool,together,one_by_one,torch,torch_cl"
 

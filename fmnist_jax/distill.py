@@ -6,8 +6,8 @@ is deployed, and `models.check_budget` checks it alone); each keeps its own arch
 
 Why online, on the student's own augmented batch, rather than logits precomputed once per view: it takes any
 augmentation (erasing has no finite set of views) and any teacher, and costs one eval-mode forward pass per
-teacher member, reckoned (not yet timed) at a third of a training step each: two teacher members should make a
-step about 1.7x.
+teacher member: with two teacher members, `configs/distill.py`'s step runs at 0.74x the plain step's images per
+second (paired, `results/bench/ideas/cpu.md`, 2-core AMD EPYC), about 0.18x of a step per teacher member.
 
 A teacher must not have seen what the student is judged on: for a student that holds out a fold (`cv.holdout`),
 every teacher member must have trained on the very same split (same `cv.k`, `cv.split_seed` and fold), or the

@@ -66,7 +66,8 @@ def create_state(
         tx=tx,
         batch_stats=batch_stats,
         key=aug_key,
-        ema={"params": params, "batch_stats": batch_stats} if ema else None,
+        # copies: buffers of their own, so a train step may donate the state even when it was made outside jit
+        ema=jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) if ema else None,
     )
 
 

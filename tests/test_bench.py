@@ -11,6 +11,9 @@ def test_paired_ratios_and_verdicts():
     assert set(r) == {"single_vs_single_ynnpack", "single_vs_torch"}  # pairs whose variants did not run are left out
     assert r["single_vs_single_ynnpack"] == {"best": 2.0, "median": pytest.approx(1.8), "paired_median": 2.0}
     assert r["single_vs_torch"]["paired_median"] == pytest.approx(0.5)
+    ideas = bench.ratios({"single": [100.0, 80.0], "distilled": [60.0, 40.0], "ema": [99.0, 80.0]})
+    assert set(ideas) == {"distilled_vs_single", "ema_vs_single"}  # each idea's cost, paired with its round
+    assert ideas["distilled_vs_single"]["paired_median"] == pytest.approx(0.55)
     report = {
         "time": "t",
         "command": "c",
