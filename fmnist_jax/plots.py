@@ -121,14 +121,18 @@ def learning_curves(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+        for split, name, color in (
+            ("train", "train", "tab:blue"),
+            ("val", "val", "tab:orange"),
+            ("ema_val", "val, weight average", "tab:green"),  # runs with train.ema_decay > 0
+        ):
             epochs, v = curves_by_member(rows, f"{split}_{metric}")
             if not v.size:
                 continue
             for member in v:
                 ax.plot(epochs, member, color=color, alpha=0.3, lw=0.8)
             mean, std = np.nanmean(v, 0), np.nanstd(v, 0)
-            ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=4, label=f"{split} (mean of {len(v)})")
+            ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=4, label=f"{name} (mean of {len(v)})")
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -245,6 +245,17 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
         "",
         markdown_table(member_rows(summary)),
         "",
+    ]
+    if "ema" in summary:  # a run that kept a weight average: its own numbers, member by member
+        md += [
+            f"Weight average (`train.ema_decay={config.train.ema_decay}`): val accuracy "
+            f"{stats.pct_of(v) if (v := summary['ema']['val_accuracy']) else 'none held out'}, test accuracy "
+            f"{stats.pct_of(summary['ema']['test_accuracy'])}",
+            "",
+            markdown_table(member_rows(summary["ema"])),
+            "",
+        ]
+    md += [
         "## Learning curves",
         "",
         "![learning curves](learning_curves.png)",

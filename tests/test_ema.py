@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fmnist_jax import evaluation, exporter, members, restore, steps, train
+from fmnist_jax import evaluation, exporter, members, reporting, restore, steps, train
 from fmnist_jax.errors import RunError
 from fmnist_jax.writers import read_jsonl
 
@@ -92,3 +92,11 @@ def test_resume_keeps_the_average(ema_run, tmp_path):
     resumed = train.train_and_evaluate(config, tmp_path / "run", progress=False)
     assert json.loads((tmp_path / "run" / "record.json").read_text())["resumed_from_epoch"] == 2
     assert resumed["ema"] == ema["ema"] and resumed["members"] == ema["members"]
+
+
+def test_report_shows_the_average_beside_the_weights(ema_run, tmp_path):
+    (_, ema_dir, ema), (_, plain_dir, _) = ema_run
+    md = reporting.run_report(ema_dir, tmp_path / "ema").read_text()
+    assert "Weight average (`train.ema_decay=0.9`)" in md
+    assert f"{100 * ema['ema']['members'][0]['test_accuracy']:.2f}" in md
+    assert "Weight average" not in reporting.run_report(plain_dir, tmp_path / "plain").read_text()

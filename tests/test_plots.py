@@ -94,6 +94,14 @@ def test_learning_curves_plot_member_mean_and_band():
     assert len(loss_ax.lines) == 2 * (2 + 1)  # train and val: two members and the mean each
 
 
+def test_learning_curves_show_the_weight_average_when_the_run_kept_one():
+    rows = [r | {"ema_val_loss": r["val_loss"] / 2, "ema_val_accuracy": 0.9} for r in rows_for([[0.5, 0.3]])]
+    loss_ax = plots.learning_curves(rows).axes[0]
+    mean_line = next(ln for ln in loss_ax.lines if ln.get_label().startswith("val, weight average"))
+    chex.assert_trees_all_close(mean_line.get_ydata(), np.array([0.5, 0.3]))
+    assert len(loss_ax.lines) == 3 * (1 + 1)
+
+
 def test_confusion_matrix_counts():
     labels = np.array([0, 0, 1, 2, 2, 2])
     preds = np.array([0, 1, 1, 2, 0, 2])
