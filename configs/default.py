@@ -34,7 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # Knowledge distillation (fmnist_jax/distill.py): finished runs' workdirs as teachers, off by default
     c.distill = ml_collections.ConfigDict(dict(teachers=(), weight=0.0, temperature=1.0))
-    c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False, tta_shift=0))
+    # every_epochs: validate after every n-th epoch (and the last); test-time views multiply its cost
+    c.eval = ml_collections.ConfigDict(dict(batch_size=1000, tta_flip=False, tta_shift=0, every_epochs=1))
     c.members = ml_collections.ConfigDict(dict(strategy="auto", devices=0))
     c.compile = ml_collections.ConfigDict(dict(cpu_conv="eigen"))  # fmnist_jax/backend.py: why Eigen
     # Where results go, not what is computed: these may change when a run is resumed.

@@ -19,9 +19,10 @@ import ml_collections
 
 from fmnist_jax.errors import ConfigError
 
-# Config keys that say where things are, not what is computed: a resumed run may change them. (`data` names
-# where the data is read from; what is read is checked by its digest.)
-MUTABLE_KEYS = ("checkpoint", "wandb", "data")
+# Config keys that say where things are, or how often they are looked at, not what is computed: a resumed run
+# may change them. (`data` names where the data is read from; what is read is checked by its digest;
+# `eval.every_epochs` how often validation is measured, which never changes the weights.)
+MUTABLE_KEYS = ("checkpoint", "wandb", "data", "eval.every_epochs")
 # Config keys added after runs were saved without them, with the value that reproduces those runs.
 ADDED_KEYS = {
     "eval.tta_flip": False,
@@ -34,7 +35,13 @@ ADDED_KEYS = {
     "distill.temperature": 1.0,
     "train.ema_decay": 0.0,
     "model.se": 0,
+    "eval.every_epochs": 1,
 }
+
+
+def mutable(key: str) -> bool:
+    """Whether a flattened config key is (under) one of `MUTABLE_KEYS`."""
+    return any(key == m or key.startswith(m + ".") for m in MUTABLE_KEYS)
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -124,7 +131,7 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted(
         k
         for k in a.keys() | b.keys()
-        if k.split(".", 1)[0] not in (*MUTABLE_KEYS, "name") and a.get(k, "<absent>") != b.get(k, "<absent>")
+        if not mutable(k) and k != "name" and a.get(k, "<absent>") != b.get(k, "<absent>")
     )
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 

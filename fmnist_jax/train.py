@@ -631,11 +631,13 @@ def _train(exp: Experiment, workdirs: list[Path], progress: bool, writer: Metric
             jax.block_until_ready(state)
             check_finite(exp, state, train_m, epoch + 1, mngrs[0].latest_step())
             epoch_seconds.append(time.perf_counter() - t0)
-            val_m = evaluate_splits(exp, state, "val")[0] if exp.holdout else {}
+            last = epoch + 1 == config.train.epochs
+            looked = exp.holdout and (last or (epoch + 1) % config.eval.every_epochs == 0)
+            val_m = evaluate_splits(exp, state, "val")[0] if looked else {}
             for part, out in zip(exp.parts, outs):
                 if out is not None:
                     out.write(_rows(part, epoch + 1, train=train_m, **val_m))
-            if (every and (epoch + 1) % every == 0) or epoch + 1 == config.train.epochs:
+            if (every and (epoch + 1) % every == 0) or last:
                 # every process saves its shards; each part's checkpoint holds its real members only (any devices)
                 real = members.unpad(state, len(exp.members), exp.mesh)
                 for part, mngr in zip(exp.parts, mngrs):

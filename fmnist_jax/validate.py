@@ -108,6 +108,7 @@ def check(c: ml_collections.ConfigDict) -> None:
     _int(c, "train.batch_size", 1)
     _int(c, "train.steps_per_epoch", 0)
     _float(c, "train.label_smoothing", 0.0, 0.99)
+    _int(c, "eval.every_epochs", 1)
     _float(c, "train.ema_decay", 0.0, 0.99999)
     _choice(c, "optim.name", OPTIMIZERS)
     _float(c, "optim.lr", 0.0, 10.0, lo_open=True)

@@ -195,3 +195,17 @@ def test_only_points_of_one_network_pack(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"wide cannot train in one program with tiny.*model.widths"):
         train.train_packed([(tiny_config, tmp_path / "a"), (wide, tmp_path / "b")], progress=False)
     assert not (tmp_path / "a").exists()
+
+
+def test_validation_every_n_epochs_and_the_last_and_a_resume_may_change_n(tiny_config, tmp_path):
+    """eval.every_epochs only thins the val rows (the weights are the same), so a resumed run may change it."""
+    every_1 = train.train_and_evaluate(tiny_config, tmp_path / "a", progress=False)
+    tiny_config.eval.every_epochs = 2
+    every_2 = train.train_and_evaluate(tiny_config, tmp_path / "b", progress=False)
+    rows = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert sorted({r["epoch"] for r in rows if "val_accuracy" in r}) == [2, 3]  # the 2nd, and the last
+    assert len(rows) == 2 * 3 and every_2["members"] == every_1["members"]
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "3")  # back to epoch 2, resumed validating every epoch
+    (tmp_path / "b" / "summary.json").unlink()
+    tiny_config.eval.every_epochs = 1
+    assert train.train_and_evaluate(tiny_config, tmp_path / "b", progress=False)["members"] == every_1["members"]

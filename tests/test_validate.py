@@ -37,6 +37,7 @@ BAD = [
     ("cv.holdout", False, "cv.folds must be (0,)"),  # the default has 5 folds: all would be the same model
     ("cv.holdout", "no", "cv.holdout='no'"),
     ("eval.tta_shift", 4, "eval.tta_shift=4"),
+    ("eval.every_epochs", 0, "eval.every_epochs=0"),
     ("model.se", -1, "model.se=-1"),
     ("train.ema_decay", 1.0, "train.ema_decay=1.0"),  # the average would never leave the initial weights
     ("train.ema_decay", float("nan"), "train.ema_decay=nan"),
