@@ -39,9 +39,9 @@ ADDED_KEYS = {
 }
 
 
-def mutable(key: str) -> bool:
-    """Whether a flattened config key is (under) one of `MUTABLE_KEYS`."""
-    return any(key == m or key.startswith(m + ".") for m in MUTABLE_KEYS)
+def under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a flattened (dotted) config key is one of `prefixes` or lies under one."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -131,7 +131,7 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted(
         k
         for k in a.keys() | b.keys()
-        if not mutable(k) and k != "name" and a.get(k, "<absent>") != b.get(k, "<absent>")
+        if not under(k, (*MUTABLE_KEYS, "name")) and a.get(k, "<absent>") != b.get(k, "<absent>")
     )
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 

@@ -125,7 +125,7 @@ def pack_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The config less what packed points may differ in: configs with equal keys can train as one program."""
     flat = config_lib.flatten(config.to_dict())
     drop = PER_MEMBER_KEYS + IDENTITY_KEYS
-    return {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
+    return {k: v for k, v in flat.items() if not config_lib.under(k, drop)}
 
 
 class Recipe(NamedTuple):
