@@ -57,8 +57,17 @@ COLUMNS = (
     "val_ci_high",
     "val_p",
     "val_p_adj",
+    # the weight average (`train.ema_decay`), NaN where a point keeps none; its delta is average - weights over
+    # the point's own members (paired: the same run)
+    "ema_val_acc_mean",
+    "ema_val_acc_std",
+    "ema_val_delta",
+    "ema_val_ci_low",
+    "ema_val_ci_high",
+    "ema_val_p",
     "wall_s",
 )
+EMA_DELTA = ("ema_val_delta", "ema_val_p", "ema_val_ci_low", "ema_val_ci_high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,11 +285,32 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
                 d = stats.paired_differences(ref["members"], s["members"], key)
                 row[f"{split}_delta"], row[f"{split}_p"] = stats.paired(ref["members"], s["members"], key)
             row[f"{split}_ci_low"], row[f"{split}_ci_high"] = stats.confidence_interval(d)
+        row.update(_weight_average(s))
         rows.append(row)
     for split in ("test", "val"):
         for row, adjusted in zip(rows, stats.adjust([r[f"{split}_p"] for r in rows])):
             row[f"{split}_p_adj"] = adjusted
     return rows
+
+
+def _weight_average(s: dict[str, Any]) -> dict[str, float]:
+    """A summary's weight-average columns (NaN without one): its val accuracy, and its paired difference from
+    the run's own weights over the same members."""
+    if "ema" not in s:
+        return dict.fromkeys(("ema_val_acc_mean", "ema_val_acc_std", *EMA_DELTA), np.nan)
+    ema, key = s["ema"], "val_accuracy"
+    d = stats.paired_differences(s["members"], ema["members"], key)
+    return dict(
+        zip(
+            ("ema_val_acc_mean", "ema_val_acc_std", *EMA_DELTA),
+            (
+                ema[key]["mean"],
+                ema[key]["std"],
+                *stats.paired(s["members"], ema["members"], key),
+                *stats.confidence_interval(d),
+            ),
+        )
+    )
 
 
 def read_summary(workdir: str | Path, point: str) -> dict[str, Any]:
@@ -306,26 +336,36 @@ def _delta(r: dict[str, Any], split: str) -> str:
         return "—"
     lo, hi, p, p_adj = (r.get(f"{split}_{k}", np.nan) for k in ("ci_low", "ci_high", "p", "p_adj"))
     ci = f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if not np.isnan(lo) else ""
-    tests = f" p={p:.3f} (adj. {p_adj:.3f})" if not np.isnan(p) else " (p n/a)"
+    adj = f" (adj. {p_adj:.3f})" if not np.isnan(p_adj) else ""
+    tests = f" p={p:.3f}{adj}" if not np.isnan(p) else " (p n/a)"
     return f"{100 * d:+.2f}{ci}{tests}"
 
 
 def to_markdown(table: Table, baseline: str) -> str:
     """A Markdown table; accuracies in %, deltas (points - baseline) with 95% CIs, paired t-test p-values and
-    Benjamini-Hochberg adjusted ones."""
+    Benjamini-Hochberg adjusted ones; where points keep a weight average, its val accuracy and its paired
+    difference from the point's own weights."""
+    ema = any(not np.isnan(r.get("ema_val_acc_mean", np.nan)) for r in table)
     lines = [
         "| point | overrides | params | MFLOPs/img | members | val acc % | test acc % | "
-        f"Δ test vs {baseline} | Δ val vs {baseline} | wall s |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"Δ test vs {baseline} | Δ val vs {baseline} | "
+        + ("weight average val acc % | Δ val, average vs weights | " if ema else "")
+        + "wall s |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|" + ("--:|--:|" if ema else "") + "--:|",
     ]
     for r in table:
         name = f"**{r['point']}**" if r["point"] == baseline else r["point"]
         overrides = r["overrides"].replace("|", "\\|")  # a bare | would split the cell
+        average = ""
+        if ema:
+            kept = not np.isnan(r.get("ema_val_acc_mean", np.nan))
+            acc = stats.pct(r["ema_val_acc_mean"], r["ema_val_acc_std"], "") if kept else "—"
+            average = f"{acc} | {_delta(r, 'ema_val') if kept else '—'} | "
         lines.append(
             f"| {name} | `{overrides}` | {r['params']:,} | {r['flops_per_image'] / 1e6:.2f} | "
             f"{r['members']} | {stats.pct(r['val_acc_mean'], r['val_acc_std'], '')} | "
             f"{stats.pct(r['test_acc_mean'], r['test_acc_std'], '')} | {_delta(r, 'test')} | "
-            f"{_delta(r, 'val')} | {r['wall_s']:.0f} |"
+            f"{_delta(r, 'val')} | {average}{r['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

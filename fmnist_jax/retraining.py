@@ -192,7 +192,9 @@ def finetune(
         key=jax.random.key(seed),
     )
     options = backend.compiler_options(config.compile.cpu_conv)
-    train_step = jax.jit(steps.make_train_step(config), donate_argnums=(0,), compiler_options=options)
+    train_step = jax.jit(
+        steps.make_train_step(config, steps_per_epoch=n_steps), donate_argnums=(0,), compiler_options=options
+    )
     x, y = jnp.asarray(images_u8), jnp.asarray(labels, jnp.int32)
     rng = np.random.default_rng(seed)
     history = []

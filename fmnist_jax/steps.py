@@ -140,10 +140,16 @@ def recipe(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Recipe:
     return Recipe(augment.parse(config.augment), config.train.label_smoothing, optimizer(config, steps_per_epoch))
 
 
+# An example's fixed key (`augment.Draw.fixed`) folds its dataset index into this branch of the member's
+# stream: no step number reaches it (each step's key folds in the step), so it is drawn from nothing else.
+FIXED_STREAM = 2**32 - 1
+
+
 def make_train_step(
     config: ml_collections.ConfigDict,
     recipes: Sequence[Recipe] = (),
     teachers: Callable[[jax.Array], jax.Array] | None = None,
+    steps_per_epoch: int = 0,
 ) -> Callable:
     """`train_step(state, images_u8, labels, idx, variant=0) -> (state, Metrics)` for one model.
 
@@ -155,6 +161,9 @@ def make_train_step(
     its own branch only, a vmapped one computes each branch and keeps its own, which is cheap, since the
     branches hold only the augmentation, the label smoothing and the optimiser update. The forward and backward
     pass, where the time goes, is the same code for every member.
+
+    `steps_per_epoch` tells augmentations that alternate by epoch (`flip_alt`) which epoch a step is in; 0
+    counts every step as the first epoch (benchmarks, tests).
     """
     recipes = recipes or (Recipe(augment.parse(config.augment), config.train.label_smoothing, None),)
     plain = teachers is not None or any(r.label_smoothing for r in recipes)  # metrics: the plain cross-entropy
@@ -167,7 +176,10 @@ def make_train_step(
         state: TrainState, images_u8: jax.Array, labels: jax.Array, idx: jax.Array, variant: jax.Array | int = 0
     ):
         x, y = preprocess(images_u8[idx]), labels[idx]
-        x = pick(variant, [r.augment for r in recipes], jax.random.fold_in(state.key, state.step), x)
+        fixed = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(state.key, FIXED_STREAM), idx)
+        epoch = state.step // steps_per_epoch if steps_per_epoch else 0
+        aug_key = jax.random.fold_in(state.key, state.step)
+        x = pick(variant, [r.augment for r in recipes], aug_key, x, fixed, epoch)
         soft = None if teachers is None else teachers(x)
         x = normalize(x, config)
 

@@ -174,7 +174,7 @@ def setup(
     teachers = distill.load(config, dataset.digest, ms)
     targets = distill.make_targets(teachers, config.distill.temperature) if teachers else None
     train_step = members.over_members(
-        steps.make_train_step(config, recipes, targets),
+        steps.make_train_step(config, recipes, targets, n_steps),
         (0, None, None, 0, 0),
         mesh,
         strategy,

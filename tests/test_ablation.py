@@ -268,6 +268,33 @@ def test_markdown_and_chart_from_a_table():
     assert len(fig.axes[0].patches) == 4
 
 
+def test_table_pairs_each_weight_average_with_its_own_weights(tiny_config, tmp_path):
+    """A point that kept a weight average gets its val accuracy and the paired difference average - weights
+    over its own members; a point without one gets none, and the Markdown shows a dash for it."""
+    points = ablation.expand(tiny_config, [("base", {}), ("plain", {"augment": "none"})])
+    weights, average = [0.90, 0.91, 0.93], [0.91, 0.93, 0.94]
+    for p, ema in zip(points, (True, False)):
+        s = {
+            "params": 1000,
+            "flops_per_image": 2e6,
+            "members": members(weights),
+            "val_accuracy": stats.mean_std(weights),
+            "test_accuracy": stats.mean_std(weights),
+        }
+        if ema:
+            s["ema"] = {"members": members(average), "val_accuracy": stats.mean_std(average)}
+        (tmp_path / p.name).mkdir()
+        (tmp_path / p.name / "summary.json").write_text(json.dumps(s))
+    base, plain = ablation.build_table(points, tmp_path, "base")
+    chex.assert_trees_all_close(base["ema_val_delta"], np.mean(np.subtract(average, weights)))
+    chex.assert_trees_all_close(base["ema_val_p"], scipy_stats.ttest_rel(average, weights).pvalue)
+    assert base["ema_val_ci_low"] < base["ema_val_delta"] < base["ema_val_ci_high"]
+    assert all(np.isnan(plain[k]) for k in ablation.COLUMNS if k.startswith("ema_"))
+    md = ablation.to_markdown([base, plain], "base").splitlines()
+    assert "weight average val acc % | Δ val, average vs weights" in md[0]
+    assert "| 92.67 ± 1.53 | +1.33 [" in md[2] and md[3].endswith("| — | — | nan |")
+
+
 def test_sweep_export_is_a_wandb_grid_over_points(tmp_path):
     out = tmp_path / "sweep.yaml"
     assert (

@@ -70,3 +70,15 @@ def test_registry_refuses_a_name_twice():
     with pytest.raises(ValueError, match="'flip_lr' is registered twice"):
         augment.register("flip_lr")(lambda: None)
     assert augment.REGISTRY["flip_lr"] is augment.flip_lr
+
+
+def test_flip_alt_mirrors_each_example_the_other_way_each_epoch():
+    """The same examples (same fixed keys) are mirrored in exactly one of two consecutive epochs, whatever
+    the step's fresh key; the first epoch's choice is a coin toss per example."""
+    x, op = _images(), augment.parse("flip_alt")
+    fixed = jax.random.split(jax.random.key(7), x.shape[0])
+    e0, e1 = op(jax.random.key(1), x, fixed, 0), op(jax.random.key(2), x, fixed, 1)
+    chex.assert_trees_all_equal(op(jax.random.key(3), x, fixed, 2), e0)
+    mirrored = np.array([bool(jnp.array_equal(a, xi[:, ::-1])) for a, xi in zip(e0, x)])
+    assert 10 < mirrored.sum() < 54
+    chex.assert_trees_all_equal(e1, jnp.where(mirrored[:, None, None, None], x, x[:, :, ::-1]))

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import write_idx_dir
+from conftest import tiny, write_idx_dir
 
 from configs import default
 from fmnist_jax import data, models, steps
@@ -142,3 +142,28 @@ def test_unknown_optimizer_is_refused(tiny_config):
     tiny_config.optim.name = "sgdx"
     with pytest.raises(ValueError, match="sgdx"):
         steps.optimizer(tiny_config, 10)
+
+
+@pytest.mark.parametrize("steps_per_epoch, alternates", [(1, True), (2, False)])
+def test_train_step_shows_flip_alt_the_epoch(tiny_data_dir, steps_per_epoch, alternates):
+    """The train step counts epochs from its step number: the same batch comes out mirrored the other way at
+    the next epoch and the same way within one (the images are caught where a teacher would see them)."""
+    c = tiny(tiny_data_dir)
+    c.augment = "flip_alt"
+    ds = data.load(c.data.dir, verify=False)
+    seen = []
+
+    def teacher(x01):
+        jax.debug.callback(lambda a: seen.append(np.asarray(a)), x01)
+        return jnp.full((x01.shape[0], 10), 0.1)
+
+    state = steps.create_state(models.build(c), optax.sgd(0.0), jax.random.key(0), jax.random.key(1))
+    step = jax.jit(steps.make_train_step(c, teachers=teacher, steps_per_epoch=steps_per_epoch))
+    images, labels, idx = jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), jnp.arange(32)
+    for _ in range(2):
+        state, _ = step(state, images, labels, idx)
+    jax.effects_barrier()
+    x = np.asarray(steps.preprocess(images[idx]))
+    first = np.array([np.array_equal(a, xi[:, ::-1]) and not np.array_equal(a, xi) for a, xi in zip(seen[0], x)])
+    assert 0 < first.sum() < 32
+    assert np.array_equal(seen[1], np.where(first[:, None, None, None], x, x[:, :, ::-1]) if alternates else seen[0])
