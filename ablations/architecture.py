@@ -1,4 +1,5 @@
-"""Architecture switches of the reference CNN at the same widths: BatchNorm and residual shortcuts on and off.
+"""Architecture switches of the study's network (`configs/study.py`, residual with BatchNorm) at the same widths:
+BatchNorm and residual shortcuts on and off.
 
 Shortcuts add no parameters (identity where a block keeps its width), and dropping BatchNorm gives the
 convolutions their biases back, so every point stays within a few hundred parameters of the baseline.
@@ -6,13 +7,13 @@ convolutions their biases back, so every point stays within a few hundred parame
 
 import ml_collections
 
-from configs import default
+from configs import study
 
-BASELINE = "bn"
+BASELINE = "bn_residual"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = default.get_config(arg)
+    c = study.get_config(arg)
     c.name = "architecture"
     return c
 
@@ -20,8 +21,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     del config  # the same points whatever the base
     return [
-        ("bn", {}),
-        ("no_bn", {"model.batch_norm": False}),
-        ("bn_residual", {"model.residual": True}),
-        ("residual_no_bn", {"model.residual": True, "model.batch_norm": False}),
+        ("bn_residual", {}),
+        ("residual_no_bn", {"model.batch_norm": False}),
+        ("bn", {"model.residual": False}),
+        ("no_bn", {"model.residual": False, "model.batch_norm": False}),
     ]

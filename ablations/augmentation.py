@@ -1,19 +1,19 @@
-"""Augmentation ablation: the original study's flips against crop and erasing, on the default recipe.
+"""Augmentation ablation: the original study's flips against crop and erasing, on the study's base.
 
-`BASELINE` is the default recipe (horizontal flip), so `hflip_vflip` against it asks
+`BASELINE` is the study's base (`configs/study.py`: horizontal flip), so `hflip_vflip` against it asks
 whether the original study's added vertical flip helps. Crops shift by up to 2 pixels
 (pad 2 of 28: Fashion-MNIST items are centred, so larger shifts cut them off).
 """
 
 import ml_collections
 
-from configs import default
+from configs import study
 
 BASELINE = "hflip"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = default.get_config(arg)
+    c = study.get_config(arg)
     c.name = "augmentation"
     return c
 

@@ -1,4 +1,4 @@
-"""Depth ablation: conv blocks per stage from (1,1,1) to (3,3,3).
+"""Depth ablation of the study's network (`configs/study.py`): conv blocks per stage from (1,1,1) to (3,3,3).
 
 `grid.fit_width=True` (the default) fits each depth's widths to the parameter budget
 (`models.fit_width`), so depths are compared at equal parameter counts (~97-99k);
@@ -8,17 +8,17 @@ within budget, so deeper also means more parameters.
 
 import ml_collections
 
-from configs import default
+from configs import study
 from fmnist_jax import config_lib
 from fmnist_jax import models
 
-BASELINE = "d221"
-DEPTHS = ((1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 3, 2), (3, 3, 3))
+BASELINE = "d122"  # the study network's depths
+DEPTHS = ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 3, 3), (3, 3, 3))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = config_lib.parse_arg(arg, smoke=False, fixed=False)
-    c = default.get_config("smoke" if a.smoke else None)
+    c = study.get_config("smoke" if a.smoke else None)
     c.name = "depth"
     c.grid = ml_collections.ConfigDict(dict(fit_width=not a.fixed))
     return c

@@ -1,5 +1,5 @@
-"""The original study's tuning, one change at a time from the default recipe: learning rate, batch size,
-optimizer and schedule (epochs are chosen by the learning-curve check of the study, not here).
+"""The original study's tuning, one change at a time from the study's base (`configs/study.py`): learning rate,
+batch size, optimizer and schedule (epochs are chosen by the learning-curve check of the study, not here).
 
 Batch sizes keep the number of epochs, so a larger batch takes fewer, larger steps; the learning rate
 is not rescaled with it (the study asks what the tuned knob does, as the original study tuned them).
@@ -7,13 +7,13 @@ is not rescaled with it (the study asks what the tuned knob does, as the origina
 
 import ml_collections
 
-from configs import default
+from configs import study
 
 BASELINE = "base"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = default.get_config(arg)
+    c = study.get_config(arg)
     c.name = "training"
     return c
 

@@ -1,15 +1,16 @@
-"""Width ablation: the reference CNN with every stage's width scaled by one factor (6k to 98k params)."""
+"""Width ablation: the study's network (`configs/study.py`) with every stage's width scaled by one factor (6k to 97k
+params)."""
 
 import ml_collections
 
-from configs import default
+from configs import study
 
 BASELINE = "w1.0"
 FACTORS = (0.25, 0.5, 0.75, 1.0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = default.get_config(arg)
+    c = study.get_config(arg)
     c.name = "width"
     return c
 

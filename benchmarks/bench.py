@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fmnist_jax import backend, data, distill, members, models, steps, train
+from fmnist_jax import backend, config_lib, data, distill, members, models, steps, train
 from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
 from fmnist_jax.writers import write_json
 
@@ -190,6 +190,12 @@ class JaxBench:
         config = self.config.copy_and_resolve_references()
         config.model.se = 16
         return self._single_of("se", "JAX, one model with squeeze-excitation (model.se=16)", config)
+
+    def lean(self) -> Variant:
+        """'single' on `configs/best.py`'s FLOP-lean residual network (`best.NETWORK`; the study's, configs/study.py)
+        with the benchmark's recipe: what choosing that network saves a step."""
+        config = config_lib.with_overrides(self.config, importlib.import_module("configs.best").NETWORK)
+        return self._single_of("lean", "JAX, one model, configs/best.py's lean residual network", config)
 
     def distilled(self) -> Variant:
         """`configs/distill.py`'s student step: 'single' of configs/best.py plus its teachers' eval-mode forward
@@ -413,7 +419,7 @@ def ratios(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
         **{
             f"{n}_vs_single": _ratios(per_round, n, "single")
             for n in per_round
-            if n.startswith("single[") or n in ("ema", "se", "distilled")
+            if n.startswith("single[") or n in ("ema", "se", "lean", "distilled")
         },
     }
     return {k: v for k, v in out.items() if v}

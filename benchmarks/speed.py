@@ -33,6 +33,7 @@ VARIANTS = (
     "separate",
     "ema",
     "se",
+    "lean",
     "distilled",
 )
 DEFAULT_VARIANTS = "single,single_flax_pool,together,one_by_one,torch,torch_cl"

@@ -24,10 +24,13 @@ from fmnist_jax import config_lib
 CHOSEN = {"train.label_smoothing": 0.1}  # ablations/best_recipe.py's point "smooth", chosen by val accuracy
 
 
+# The FLOP-lean residual CNN: one conv at 28x28, the rest at 14x14 and 7x7 (96,978 params, 16.8 MFLOP/image)
+NETWORK = {"model.widths": (24, 48, 64), "model.depths": (1, 2, 2), "model.residual": True}
+
+
 def recipe(arg: str | None = None) -> ml_collections.ConfigDict:
     """The recipe written down before the cross-validation: the base of `ablations/best_recipe.py`."""
-    c = default.get_config(arg)
-    c.model.widths, c.model.depths, c.model.residual = (24, 48, 64), (1, 2, 2), True
+    c = config_lib.with_overrides(default.get_config(arg), NETWORK)
     c.augment = "crop(2)|flip_lr"
     c.optim.update(name="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=1.0)
     return c

@@ -35,8 +35,9 @@ case ${1:-} in
     ;;
   grids)
     ablate augmentation augmentation
-    # the default recipe is every one of these grids' baseline: trained once, shared (same config, other name)
-    for to in training/grid/base architecture/grid/bn width/grid/w1.0; do
+    # the study's base (configs/study.py) is every one of these grids' baseline: trained once, shared (same config,
+    # other name); not depth's d122, whose config also holds grid.fit_width
+    for to in training/grid/base architecture/grid/bn_residual width/grid/w1.0; do
       if [ ! -e "$OUT/$to/summary.json" ]; then
         mkdir -p "$OUT/$to"
         cp "$OUT"/augmentation/grid/hflip/{config,record,metrics,summary,ablate}.json* "$OUT/$to/"

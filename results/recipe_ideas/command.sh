@@ -1,0 +1,1 @@
+JAX_NUM_CPU_DEVICES=2 .venv/bin/fmnist-jax ablate ablations/recipe_ideas.py --workdir results/recipe_ideas/grid --out results/recipe_ideas --progress=false --config.wandb.mode=disabled --config.checkpoint.max_to_keep=1
