@@ -435,7 +435,8 @@ def budget_agreement(short: dict[str, dict], long: dict[str, dict], top: int = 3
 
 
 def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, baseline: str, command: str) -> Table:
-    """Table (CSV, Markdown), chart, per-point summaries and the command of ablation `name` into `out`."""
+    """Table (CSV, Markdown), chart, per-point summaries, the command, and `grid.json` (name, baseline, budget,
+    points not finished: what readers of the table such as `scripts/study_findings.py` need) into `out`."""
     table = build_table(points, workdir, baseline)
     out.mkdir(parents=True, exist_ok=True)
     if not table:
@@ -454,6 +455,10 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
     fig = plots.bar_chart(table, f"{name}\n{budget_line(points)}", baseline)
     plots.save(fig, out / "chart.png")
     (out / "command.txt").write_text(command + "\n")
+    write_json(
+        out / "grid.json",
+        {"name": name, "baseline": baseline, "budget": budget_line(points), "pending": pending, "command": command},
+    )
     (out / "summaries").mkdir(exist_ok=True)
     for r in table:
         shutil.copyfile(workdir / r["point"] / "summary.json", out / "summaries" / f"{r['point']}.json")

@@ -48,6 +48,7 @@ case ${1:-} in
     ablate width width
     ablate depth depth
     ablate depth:fixed depth_fixed
+    .venv/bin/python scripts/study_findings.py "$OUT"  # findings.md: each point's verdict, read off the tables
     ;;
   prune)
     for s in "$OUT"/*/grid/*/summary.json "$OUT"/*/*/grid/*/summary.json; do

@@ -295,6 +295,33 @@ def test_table_pairs_each_weight_average_with_its_own_weights(tiny_config, tmp_p
     assert "| 92.67 ± 1.53 | +1.33 [" in md[2] and md[3].endswith("| — | — | nan |")
 
 
+def test_study_findings_give_a_verdict_only_where_the_adjusted_test_allows(tiny_config, tmp_path):
+    """scripts/study_findings.py reads a grid's written results: a consistent gain 'helps', a consistent loss
+    'hurts', a noisy change shows no difference; a root without results is refused with exit code 2."""
+    grid = [("base", {}), ("up", {"augment": "none"}), ("down", {"augment": "flip_ud"}), ("noise", {"augment": ""})]
+    points = ablation.expand(tiny_config, grid)
+    accs = {
+        "base": [0.900, 0.910, 0.920, 0.905],
+        "up": [0.920, 0.931, 0.939, 0.926],
+        "down": [0.880, 0.889, 0.901, 0.884],
+        "noise": [0.910, 0.900, 0.925, 0.900],
+    }
+    for p in points:
+        s = {"params": 1000, "flops_per_image": 2e6, "members": members(accs[p.name], folds=range(4))}
+        s["val_accuracy"] = s["test_accuracy"] = stats.mean_std(accs[p.name])
+        (tmp_path / "work" / p.name).mkdir(parents=True)
+        (tmp_path / "work" / p.name / "summary.json").write_text(json.dumps(s))
+    ablation.write_results("g", points, tmp_path / "work", tmp_path / "study" / "g", "base", "cmd")
+    script = [sys.executable, str(REPO / "scripts/study_findings.py")]
+    done = subprocess.run([*script, str(tmp_path / "study")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = {ln.split("**")[1]: ln for ln in (tmp_path / "study/findings.md").read_text().splitlines() if "- **" in ln}
+    assert lines["up"].endswith("**helps**") and lines["down"].endswith("**hurts**")
+    assert lines["noise"].endswith("**no difference shown**") and "+0.00 points against base [" in lines["noise"]
+    empty = subprocess.run([*script, str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "no grid results" in empty.stderr
+
+
 def test_sweep_export_is_a_wandb_grid_over_points(tmp_path):
     out = tmp_path / "sweep.yaml"
     assert (
