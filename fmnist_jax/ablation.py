@@ -67,7 +67,6 @@ COLUMNS = (
     "ema_val_p",
     "wall_s",
 )
-EMA_DELTA = ("ema_val_delta", "ema_val_p", "ema_val_ci_low", "ema_val_ci_high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,21 +295,13 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
 def _weight_average(s: dict[str, Any]) -> dict[str, float]:
     """A summary's weight-average columns (NaN without one): its val accuracy, and its paired difference from
     the run's own weights over the same members."""
+    keys = ("ema_val_acc_mean", "ema_val_acc_std", "ema_val_delta", "ema_val_p", "ema_val_ci_low", "ema_val_ci_high")
     if "ema" not in s:
-        return dict.fromkeys(("ema_val_acc_mean", "ema_val_acc_std", *EMA_DELTA), np.nan)
+        return dict.fromkeys(keys, np.nan)
     ema, key = s["ema"], "val_accuracy"
-    d = stats.paired_differences(s["members"], ema["members"], key)
-    return dict(
-        zip(
-            ("ema_val_acc_mean", "ema_val_acc_std", *EMA_DELTA),
-            (
-                ema[key]["mean"],
-                ema[key]["std"],
-                *stats.paired(s["members"], ema["members"], key),
-                *stats.confidence_interval(d),
-            ),
-        )
-    )
+    delta, p = stats.paired(s["members"], ema["members"], key)
+    lo, hi = stats.confidence_interval(stats.paired_differences(s["members"], ema["members"], key))
+    return dict(zip(keys, (ema[key]["mean"], ema[key]["std"], delta, p, lo, hi)))
 
 
 def read_summary(workdir: str | Path, point: str) -> dict[str, Any]:
