@@ -1,8 +1,9 @@
 """Augmentation ablation: the original study's flips against crop and erasing, on the study's base.
 
 `BASELINE` is the study's base (`configs/study.py`: horizontal flip), so `hflip_vflip` against it asks
-whether the original study's added vertical flip helps. Crops shift by up to 2 pixels
-(pad 2 of 28: Fashion-MNIST items are centred, so larger shifts cut them off).
+whether the original study's added vertical flip helps, and `hflip_alt` whether alternating flips beat random
+ones. Crops shift by up to 2 pixels (pad 2 of 28: Fashion-MNIST items are centred, so larger shifts cut them
+off).
 """
 
 import ml_collections
@@ -25,6 +26,7 @@ def get_grid(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
         for name, spec in [
             ("none", "none"),
             ("hflip", "flip_lr"),
+            ("hflip_alt", "flip_alt"),  # the same flips, each image the other way every epoch (not a coin toss)
             ("vflip", "flip_ud"),
             ("hflip_vflip", "flip_lr|flip_ud"),
             ("crop", "crop(2)"),

@@ -32,6 +32,7 @@ def test_augmentation_grid_expands_to_full_configs():
     assert [p.name for p in points] == [
         "none",
         "hflip",
+        "hflip_alt",
         "vflip",
         "hflip_vflip",
         "crop",
