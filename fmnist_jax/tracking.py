@@ -320,12 +320,31 @@ def offline_records(path: str | Path) -> Iterator[Any]:
 
 def offline_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(history rows with '_step' and the logged keys, final summary) of an offline run directory."""
+    run = offline_export(run_dir)
+    return run["history"], run["summary"]
+
+
+def offline_export(run_dir: str | Path) -> dict[str, Any]:
+    """What an offline run holds, as strict-JSON-ready values: its id, project, name, group, job type, tags,
+    config, history rows and final summary (W&B's own export of a run, without a server)."""
     (path,) = Path(run_dir).glob("*.wandb")
-    rows, summary = [], {}
+    out: dict[str, Any] = {"history": [], "summary": {}, "config": {}}
+
+    def values(items: Any) -> dict[str, Any]:
+        return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+
     for r in offline_records(path):
         kind = r.WhichOneof("record_type")
-        if kind == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+        if kind == "run":
+            run = r.run
+            out.update(id=run.run_id, project=run.project, name=run.display_name, group=run.run_group)
+            out.update(job_type=run.job_type, tags=list(run.tags))
+            out["config"].update(values(run.config.update))
+        elif kind == "config":
+            out["config"].update(values(r.config.update))
+        elif kind == "history":
+            out["history"].append(values(r.history.item))
         elif kind == "summary":
-            summary.update({(u.key or "/".join(u.nested_key)): json.loads(u.value_json) for u in r.summary.update})
-    return rows, summary
+            out["summary"].update(values(r.summary.update))
+    out["config"].pop("_wandb", None)  # W&B's own bookkeeping, not the run's config
+    return out

@@ -23,6 +23,10 @@ ablate() {  # ablate GRID NAME [extra ablate flags...]
   # shellcheck disable=SC2086
   .venv/bin/fmnist-jax ablate "$spec" --workdir "$OUT/$name/grid" --out "$OUT/$name" \
     --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 ${EXTRA:-} "$@"
+  # the W&B offline runs, exported to one committed file (they wait in grid/*/wandb/ for `wandb sync`)
+  if compgen -G "$OUT/$name/grid/*/wandb/offline-run-*" > /dev/null; then
+    .venv/bin/python scripts/wandb_export.py "$OUT/$name/grid" --out "$OUT/$name/wandb_runs.jsonl"
+  fi
 }
 case ${1:-} in
   check)

@@ -48,6 +48,10 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
             assert {e.path for e in art.manifest.contents} >= {"_CHECKPOINT_METADATA"}
         else:
             assert artifacts == []
+        export = tracking.offline_export(run_dir)  # what scripts/wandb_export.py commits: strict JSON
+        assert export["id"] == ids[tag] and export["name"].endswith(tag) and export["config"]["fold"] == member
+        assert export["history"] == history and "_wandb" not in export["config"]
+        json.dumps(export, allow_nan=False)
 
 
 class _FailingRun:

@@ -1,0 +1,51 @@
+"""Export the W&B offline runs under run folders to one JSON Lines file (issue 17: the study's runs, committed).
+
+    .venv/bin/python scripts/wandb_export.py results/study/augmentation/grid \\
+        --out results/study/augmentation/wandb_runs.jsonl
+
+Offline runs wait in `<workdir>/<point>/wandb/offline-run-*` for `wandb sync`, on the machine that trained them;
+their images and checkpoint artifacts are too large to commit for every member (about 200 KB a run) and the
+artifacts are staged outside the run folder. The export keeps what a comparison in W&B reads: each run's id, name,
+group, job type, tags, config, per-epoch history and final summary (`tracking.offline_export`), one run a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fmnist_jax import tracking  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("workdirs", nargs="+", type=Path, help="folders whose */wandb/offline-run-* to export")
+    ap.add_argument("--out", required=True, type=Path, help="the JSON Lines file to write")
+    a = ap.parse_args(argv)
+    runs = sorted(d for w in a.workdirs for d in w.glob("*/wandb/offline-run-*") if any(d.glob("*.wandb")))
+    if not runs:
+        print(
+            f"error: no W&B offline runs (*/wandb/offline-run-*) under {', '.join(map(str, a.workdirs))}",
+            file=sys.stderr,
+        )
+        return 2
+    lines = []
+    for d in runs:
+        run = tracking.offline_export(d)
+        run["folder"] = str(d.relative_to(d.parents[2]))  # <point>/wandb/offline-run-...
+        lines.append(json.dumps(run, allow_nan=False, sort_keys=True))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(a.out)
+    print(f"wrote {a.out} ({len(lines)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
