@@ -278,12 +278,10 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
             "wall_s": json.loads(extra.read_text())["wall_s"] if extra.exists() else float("nan"),
         }
         for split in ("test", "val"):
-            key, d = f"{split}_accuracy", None
-            row[f"{split}_delta"], row[f"{split}_p"] = np.nan, np.nan
+            compared = (np.nan,) * 4
             if ref is not None and p.name != baseline:
-                d = stats.paired_differences(ref["members"], s["members"], key)
-                row[f"{split}_delta"], row[f"{split}_p"] = stats.paired(ref["members"], s["members"], key)
-            row[f"{split}_ci_low"], row[f"{split}_ci_high"] = stats.confidence_interval(d)
+                compared = stats.compare(ref["members"], s["members"], f"{split}_accuracy")
+            row.update(zip((f"{split}_{k}" for k in ("delta", "p", "ci_low", "ci_high")), compared))
         row.update(_weight_average(s))
         rows.append(row)
     for split in ("test", "val"):
@@ -298,10 +296,9 @@ def _weight_average(s: dict[str, Any]) -> dict[str, float]:
     keys = ("ema_val_acc_mean", "ema_val_acc_std", "ema_val_delta", "ema_val_p", "ema_val_ci_low", "ema_val_ci_high")
     if "ema" not in s:
         return dict.fromkeys(keys, np.nan)
-    ema, key = s["ema"], "val_accuracy"
-    delta, p = stats.paired(s["members"], ema["members"], key)
-    lo, hi = stats.confidence_interval(stats.paired_differences(s["members"], ema["members"], key))
-    return dict(zip(keys, (ema[key]["mean"], ema[key]["std"], delta, p, lo, hi)))
+    ema = s["ema"]
+    compared = stats.compare(s["members"], ema["members"], "val_accuracy")
+    return dict(zip(keys, (ema["val_accuracy"]["mean"], ema["val_accuracy"]["std"], *compared)))
 
 
 def read_summary(workdir: str | Path, point: str) -> dict[str, Any]:

@@ -42,6 +42,13 @@ def paired(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float
     return float(d.mean()), float(scipy_stats.ttest_1samp(d, 0.0).pvalue)
 
 
+def compare(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float, float, float]:
+    """b - a over the same (fold, seed) members: the mean difference, the paired t-test's p (`paired`) and the
+    difference's 95% t-interval (`confidence_interval`), NaN where undefined."""
+    delta, p = paired(a, b, key)
+    return (delta, p, *confidence_interval(paired_differences(a, b, key)))
+
+
 def paired_differences(a: Sequence[dict], b: Sequence[dict], key: str) -> np.ndarray | None:
     """b - a per (fold, seed) member, in member order; None unless both hold exactly the same members."""
     va = {(m["fold"], m["seed"]): m[key] for m in a}
