@@ -58,10 +58,14 @@ os.umask(_UMASK)  # read once (umask can only be read by setting it)
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Any = None) -> None:
-    """Write `obj` as strict JSON (NaN/inf refused: other readers reject them) atomically: a kill mid-write
-    leaves the previous file or none, never a truncated one (temp file in the same folder, then rename)."""
+    """Write `obj` as strict JSON (NaN/inf refused: other readers reject them) atomically (`write_text`)."""
+    write_text(path, json.dumps(obj, indent=indent, default=default, allow_nan=False))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` atomically: a kill mid-write leaves the previous file or none, never a truncated one (temp
+    file in the same folder, then rename)."""
     path = Path(path)
-    text = json.dumps(obj, indent=indent, default=default, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -19,6 +19,11 @@ import math
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fmnist_jax import writers  # noqa: E402
+
 ALPHA = 0.05
 
 
@@ -82,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         + "\n".join(grid_section(f) for f in folders)
     )
     out = a.out or a.root / "findings.md"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    writers.write_text(out, text)
     print(f"wrote {out} ({len(folders)} grids)")
     return 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmnist_jax import tracking  # noqa: E402
+from fmnist_jax import tracking, writers  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         run["folder"] = str(d.relative_to(d.parents[2]))  # <point>/wandb/offline-run-...
         lines.append(json.dumps(run, allow_nan=False, sort_keys=True))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(a.out)
+    writers.write_text(a.out, "\n".join(lines) + "\n")
     print(f"wrote {a.out} ({len(lines)} runs)")
     return 0
 
