@@ -466,10 +466,11 @@ def run(
 
     Args:
       grid: from `load` (or `from_module`).
-      workdir: one subdirectory per point; the table, chart and summaries are written here too.
+      workdir: one subdirectory per point; the table, chart and summaries too, unless `out` is given.
       only: names of the points to train (default all); the table covers every finished point.
       progress: show progress bars.
-      out: a second folder for the table, chart, summaries and command (e.g. under `results/`).
+      out: where the table, chart, summaries and command go instead (e.g. under `results/`), once: a copy in
+        `workdir` too would leave two of each in a results folder that holds the runs.
       command: the command line recorded with the results.
       pack: 'auto', 'on' or 'off': train points of one network as one program (`packs`).
 
@@ -478,9 +479,7 @@ def run(
     """
     workdir = Path(workdir)
     run_grid(grid.points, workdir, only, progress, pack)
-    table = write_results(grid.name, grid.points, workdir, workdir, grid.baseline, command)
-    if out:
-        write_results(grid.name, grid.points, workdir, Path(out), grid.baseline, command)
+    table = write_results(grid.name, grid.points, workdir, Path(out or workdir), grid.baseline, command)
     if not only and not os.environ.get(tracking.SWEEP_ENV):  # the whole grid's table, once it is this process's
         tracking.log_table(grid.points[0].config, workdir, grid.name, table)
     return table

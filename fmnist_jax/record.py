@@ -6,6 +6,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,18 @@ PACKAGES = (
     "wandb",
     "fmnist_jax",
 )
+# Environment variables that change what JAX runs on (how many host devices members are packed over, XLA's
+# compiler flags), so a recorded command line that omitted them would not reproduce the run.
+ENVIRONMENT = ("JAX_NUM_CPU_DEVICES", "JAX_PLATFORMS", "XLA_FLAGS")
+
+
+def environment() -> dict[str, str]:
+    return {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
+
+
+def command_line(argv: list[str]) -> str:
+    """A shell line that reruns `argv` with the `ENVIRONMENT` it ran under."""
+    return shlex.join([f"{k}={v}" for k, v in environment().items()] + argv)
 
 
 def versions() -> dict[str, str | None]:
@@ -80,6 +93,7 @@ def run_record(config: ml_collections.ConfigDict, dataset: Dataset) -> dict[str,
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
+        "environment": environment(),
         "config": config.to_dict(),
         "versions": versions(),
         "data": {"source": dataset.source, "digest": dataset.digest, "md5": dataset.md5},

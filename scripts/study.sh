@@ -2,7 +2,7 @@
 # Issue 17's study on the real data: every grid with 5 members per point (folds 0-4 of k=5, seed 0) at one
 # budget, into results/study/<grid>/ (table.md/csv, chart.png, summaries/) with each point's run under
 # results/study/<grid>/grid/<point>/, so that in-flight points' latest checkpoints can be committed at a
-# session's stop and the same command resumes them. Points of one network train packed (2 host devices).
+# session's stop and the same command resumes them.
 #
 #   EPOCHS=10 bash scripts/study.sh check   # the learning-curve check: augmentation at EPOCHS, then its
 #                                           # top 3 at 3 x EPOCHS, compared by scripts/budget_check.py
@@ -12,7 +12,10 @@
 # SMOKE=1 OUT=/tmp/study EXTRA='--config.train.steps_per_epoch=5' EPOCHS=1 bash scripts/study.sh check  # a try
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export JAX_NUM_CPU_DEVICES=${JAX_NUM_CPU_DEVICES:-2}
+# One host device: points then train one after another, 5 members each, which on this 2-core CPU is 1.13-1.19x as
+# fast as on 2 devices for the points that cannot pack (width, depth, BatchNorm/residual) and within 5% of packing
+# 2 devices for those that can (results/bench/packing/lean_*.md); and only one point is in flight at a stop.
+export JAX_NUM_CPU_DEVICES=${JAX_NUM_CPU_DEVICES:-1}
 OUT=${OUT:-results/study}
 ablate() {  # ablate GRID NAME [extra ablate flags...]
   local grid=$1 name=$2 spec

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from fmnist_jax import ablation, config_lib, errors, models, plots, stats, tracking, train
+from fmnist_jax import ablation, config_lib, errors, models, plots, record, stats, tracking, train
 from fmnist_jax.writers import read_jsonl
 from fmnist_jax.commands import ablate as ablate_cmd
 
@@ -152,6 +152,15 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
         ablate_cmd.main([str(path), "--workdir", str(work), "--point", "c"])
     with pytest.raises(errors.RunError, match="different config.*train.epochs"):  # never mixes runs in one table
         ablate_cmd.main([str(path), "--workdir", str(work), "--config.train.epochs=3"])
+    # --out takes the results instead of the workdir, with the environment that decides how members pack
+    for name in record.ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "1")
+    before = (work / "command.txt").read_text()
+    ablate_cmd.main([str(path), "--workdir", str(work), "--out", str(tmp_path / "results"), "--progress=false"])
+    command = (tmp_path / "results" / "command.txt").read_text()
+    assert command.startswith(f"JAX_NUM_CPU_DEVICES=1 fmnist-jax ablate {path} --workdir {work} --out ")
+    assert (work / "command.txt").read_text() == before and (tmp_path / "results" / "table.csv").exists()
 
 
 def test_points_of_one_network_pack_into_one_program_with_the_same_table(tiny_config, tmp_path, monkeypatch, capsys):

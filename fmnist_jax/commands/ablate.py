@@ -10,7 +10,6 @@ is how `wandb agent` spreads a grid exported with `--export_sweep` over machines
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from absl import flags
@@ -20,10 +19,13 @@ from fmnist_jax.commands import parsing
 
 def _define(fv: flags.FlagValues) -> None:
     parsing.define_config(fv)
-    flags.DEFINE_string("workdir", None, "One subdirectory per point, plus the table and chart.", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "One subdirectory per point, and the table unless --out.", flag_values=fv)
     flags.DEFINE_multi_string("point", [], "Run only these points (repeatable); default all.", flag_values=fv)
     flags.DEFINE_string(
-        "out", None, "Also write table, chart, summaries and command here (e.g. results/...).", flag_values=fv
+        "out",
+        None,
+        "Write table, chart, summaries and command here instead of --workdir (e.g. results/...).",
+        flag_values=fv,
     )
     flags.DEFINE_string(
         "export_sweep", None, "Write the grid as a W&B sweep YAML to this path and exit.", flag_values=fv
@@ -75,7 +77,7 @@ def main(argv: list[str]) -> int:
         raise parsing.UsageError("usage: fmnist-jax ablate ABLATION.py[:arg] --workdir DIR [--config.KEY=VALUE ...]")
     spec, rest = argv[0], argv[1:]
     fv = parsing.parse(["--config", spec] + rest, _define, required=("workdir",))
-    from fmnist_jax import ablation, config_lib  # heavy imports only once the arguments are known good
+    from fmnist_jax import ablation, config_lib, record  # heavy imports only once the arguments are known good
     from fmnist_jax.errors import Error
 
     try:
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> int:
             print(f"{p.name:20s} {counts[p.name]:>8,} params  {p.describe()}")
         print(f"{len(grid.points)} points within budget; baseline {grid.baseline}; {ablation.budget_line(grid.points)}")
         return 0
-    command = shlex.join(["fmnist-jax", "ablate", *argv])
+    command = record.command_line(["fmnist-jax", "ablate", *argv])
     if fv.launch:
         from fmnist_jax import cluster
 
@@ -107,5 +109,5 @@ def main(argv: list[str]) -> int:
     only = [] if fv.launch else fv.point  # after a launch the table covers every finished point
     table = ablation.run(grid, fv.workdir, only, fv.progress, fv.out, command, fv.pack)
     print(ablation.to_markdown(table, grid.baseline) if table else "no finished points yet")
-    print(f"wrote {Path(fv.workdir) / 'table.md'}" + (f" and {fv.out}" if fv.out else ""))
+    print(f"wrote {Path(fv.out or fv.workdir) / 'table.md'}")
     return 0
