@@ -192,10 +192,10 @@ def packs(points: Sequence[Point], workdir: Path, mode: str = "auto") -> list[li
     (`steps.pack_key`) at the same checkpoint epoch train together; otherwise one point each.
 
     'auto' packs on more than one device, or where members are vmapped (accelerators), and not on one CPU
-    device. Measured on the 2-core AMD EPYC (AVX-512), two points of 5 members of the reference CNN
-    (results/bench/packing/): on 2 host CPU devices packed 1.21x separate (5 members pad to 6 slots on 2
-    devices, 10 fill them), on 1 device 0.95x (unrolled members run one after another either way, and
-    the switch between the points' optimiser updates costs a little). Not measured on a GPU (none lent).
+    device. Measured on the 2-core AMD EPYC (AVX-512), two points of 5 members (results/bench/packing/): on 2
+    host CPU devices packed 1.21x separate for the reference CNN and 1.19x for the lean residual net (5 members
+    pad to 6 slots on 2 devices, 10 fill them); on 1 device 0.95x and 1.05x (unrolled members run one after
+    another either way): no gain worth a program that holds every point in flight. Not measured on a GPU.
     """
     if mode not in PACK_MODES:
         raise ConfigError(f"pack={mode!r} must be one of {', '.join(PACK_MODES)}")

@@ -31,6 +31,12 @@ ablate() {  # ablate GRID NAME [extra ablate flags...]
     .venv/bin/python scripts/wandb_export.py "$OUT/$name/grid" --out "$OUT/$name/wandb_runs.jsonl"
   fi
 }
+share() {  # share FROM TO: a finished point's results, for a point of the same computation in another grid
+  if [ ! -e "$OUT/$2/summary.json" ]; then
+    mkdir -p "$OUT/$2"
+    cp "$OUT/$1"/{config,record,metrics,summary,ablate}.json* "$OUT/$2/"
+  fi
+}
 case ${1:-} in
   check)
     ablate augmentation augmentation
@@ -42,18 +48,16 @@ case ${1:-} in
     ;;
   grids)
     ablate augmentation augmentation
-    # the study's base (configs/study.py) is every one of these grids' baseline: trained once, shared (same config,
-    # other name); not depth's d122, whose config also holds grid.fit_width
-    for to in training/grid/base architecture/grid/bn_residual width/grid/w1.0; do
-      if [ ! -e "$OUT/$to/summary.json" ]; then
-        mkdir -p "$OUT/$to"
-        cp "$OUT"/augmentation/grid/hflip/{config,record,metrics,summary,ablate}.json* "$OUT/$to/"
-      fi
+    # the study's base (configs/study.py) is every one of these grids' baseline: trained once, shared (the same
+    # computation under another name); so is the deepest network, the same in both depth grids
+    for to in training/grid/base architecture/grid/bn_residual width/grid/w1.0 depth/grid/d122; do
+      share augmentation/grid/hflip "$to"
     done
     ablate architecture architecture
     ablate training training
     ablate width width
     ablate depth depth
+    share depth/grid/d333 depth_fixed/grid/d333
     ablate depth:fixed depth_fixed
     .venv/bin/python scripts/study_findings.py "$OUT"  # findings.md: each point's verdict, read off the tables
     ;;

@@ -442,3 +442,20 @@ def test_a_baseline_finished_under_another_grids_name_counts_as_done(tiny_config
     (d / "config.json").write_text(json.dumps(shared | {"augment": "none"}))
     with pytest.raises(errors.RunError, match="different config"):
         ablation.point_status(point, tmp_path)
+
+
+def test_the_points_the_study_shares_compute_the_same():
+    """`scripts/study.sh` trains the study's base once, as augmentation's hflip, and copies it into four other
+    grids, and depth's d333 into depth:fixed: each copy must be the very computation its grid asks for."""
+
+    def points(name, arg=None):
+        module = load(name)
+        base = module.get_config(arg)
+        return {p.name: p.config.to_dict() for p in ablation.expand(base, module.get_grid(base))}
+
+    hflip = points("augmentation")["hflip"]
+    for grid, point in (("training", "base"), ("architecture", "bn_residual"), ("width", "w1.0"), ("depth", "d122")):
+        assert config_lib.differences(hflip, points(grid)[point]) == [], (grid, point)
+    depth, fixed = points("depth"), points("depth", "fixed")
+    assert config_lib.differences(depth["d333"], fixed["d333"]) == []
+    assert config_lib.differences(depth["d222"], fixed["d222"]) != []  # the other depths differ in width
