@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fmnist_jax import backend, config_lib, data, distill, members, models, steps, train
 from fmnist_jax.record import ISA_FLAGS, cpu, git_revision
-from fmnist_jax.writers import write_json
+from fmnist_jax.writers import write_json, write_text
 
 TARGETS = {
     "together_vs_one_by_one": 2.0,
@@ -577,4 +577,4 @@ def markdown(r: dict[str, Any]) -> str:
 
 def write(report: dict[str, Any], out: Path) -> None:
     write_json(out.with_suffix(".json"), report)
-    out.with_suffix(".md").write_text(markdown(report))
+    write_text(out.with_suffix(".md"), markdown(report))

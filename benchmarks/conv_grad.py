@@ -35,7 +35,7 @@ from jax import lax  # noqa: E402
 from configs import best, default  # noqa: E402
 from fmnist_jax import backend  # noqa: E402
 from fmnist_jax.record import cpu, git_revision, versions  # noqa: E402
-from fmnist_jax.writers import write_json  # noqa: E402
+from fmnist_jax.writers import write_json, write_text  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -177,7 +177,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), report)
-    out.with_suffix(".md").write_text(markdown(report))
+    write_text(out.with_suffix(".md"), markdown(report))
     print(markdown(report))
     return 0
 

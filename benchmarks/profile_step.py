@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     import jax.numpy as jnp
 
     from configs import default
-    from fmnist_jax import backend, data, members, steps, train
+    from fmnist_jax import backend, data, members, steps, train, writers
 
     cfg = default.get_config()
     cfg.cv.folds, cfg.data.verify = (0,), False
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     lines += ["", f"## top {args.top} ops"]
     lines += [f"{ms:9.2f}  {100 * ms / total:5.1f}%  {n}  {shapes[n][:80]}" for n, ms in per_op.most_common(args.top)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    writers.write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

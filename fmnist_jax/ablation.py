@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -34,7 +35,7 @@ import yaml
 
 from fmnist_jax import config_lib, members, models, plots, stats, steps, tracking, train, validate
 from fmnist_jax.errors import BudgetError, ConfigError, RunError
-from fmnist_jax.writers import write_json
+from fmnist_jax.writers import write_json, write_text
 
 Table = list[dict[str, Any]]
 COLUMNS = (
@@ -311,10 +312,11 @@ def read_summary(workdir: str | Path, point: str) -> dict[str, Any]:
 
 
 def write_csv(table: Table, path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(table)
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(table)
+    write_text(path, f.getvalue())
 
 
 def _delta(r: dict[str, Any], split: str) -> str:
@@ -431,18 +433,19 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
         return table
     write_csv(table, out / "table.csv")
     pending = [p.name for p in points if p.name not in {r["point"] for r in table}]
-    (out / "table.md").write_text(
+    write_text(
+        out / "table.md",
         f"# Ablation: {name}\n\nBudget: {budget_line(points)}. Baseline: **{baseline}**. "
         f"Accuracy is mean ± std over members; Δ is the mean paired difference (point - baseline) over the same "
         f"(fold, seed) members in points, with its 95% t-interval in brackets; p is the paired t-test's two-sided "
         f"p-value and adj. the Benjamini-Hochberg adjusted one over this grid's comparisons.\n\n"
         + to_markdown(table, baseline)
         + (f"\nNot finished yet: {', '.join(pending)}\n" if pending else "")
-        + f"\nCommand: `{command}`\n"
+        + f"\nCommand: `{command}`\n",
     )
     fig = plots.bar_chart(table, f"{name}\n{budget_line(points)}", baseline)
     plots.save(fig, out / "chart.png")
-    (out / "command.txt").write_text(command + "\n")
+    write_text(out / "command.txt", command + "\n")
     write_json(
         out / "grid.json",
         {"name": name, "baseline": baseline, "budget": budget_line(points), "pending": pending, "command": command},

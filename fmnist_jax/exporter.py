@@ -28,7 +28,7 @@ import numpy as np
 from fmnist_jax import data, drift, images, models, restore, steps
 from fmnist_jax.errors import Diverged, RunError
 from fmnist_jax.artifact import FORMAT, MANIFEST_FILE, MODEL_FILE, ExportedModel
-from fmnist_jax.writers import write_json
+from fmnist_jax.writers import write_bytes, write_json
 
 PLATFORMS = ("cpu", "cuda")
 
@@ -178,7 +178,7 @@ def export_model(
         )
     serialized, manifest = build_artifact(trained, platforms, reference, extra)
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / MODEL_FILE).write_bytes(serialized)
+    write_bytes(Path(out) / MODEL_FILE, serialized)
     write_manifest(out, manifest)
     return manifest
 

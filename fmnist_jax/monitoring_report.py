@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from fmnist_jax import drift, feedback, plots
 from fmnist_jax.data import CLASS_NAMES
 from fmnist_jax.reporting import markdown_table
-from fmnist_jax.writers import write_json
+from fmnist_jax.writers import write_json, write_text
 
 FIGURES = ("accuracy.png", "drift.png", "class_mix.png", "latency.png")
 
@@ -287,5 +287,5 @@ def write_report(
     if erows:
         lines += ["## Events", "", markdown_table(erows), ""]
     lines += ["## Figures", ""] + [f"![{f[:-4]}]({f})" for f in FIGURES] + [""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     return out / "report.md"

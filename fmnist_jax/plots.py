@@ -7,6 +7,7 @@ draws hundreds of figures leaks no memory and needs no display. `save` writes a 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
@@ -16,16 +17,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fmnist_jax.data import CLASS_NAMES
+from fmnist_jax.writers import write_bytes
 
 DPI = 110
 WRONG = "tab:red"
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG (parents created) and return the path."""
+    """Write `fig` as a PNG (parents created, atomically: `writers.write_bytes`) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+    write_bytes(path, png.getvalue())
     return path
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from fmnist_jax import config_lib, data, models, plots, restore, stats
 from fmnist_jax.errors import RunError
-from fmnist_jax.writers import write_json, read_jsonl
+from fmnist_jax.writers import read_jsonl, write_json, write_text
 
 
 def _interior_calls(model: nn.Module, variables: Any, x: jax.ShapeDtypeStruct) -> list[tuple[nn.Module, tuple, Any]]:
@@ -279,7 +279,7 @@ def run_report(workdir: str | Path, out: str | Path | None = None) -> Path:
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(md))
+    write_text(path, "\n".join(md))
     return path
 
 
@@ -325,5 +325,5 @@ def ablation_report(directory: str | Path, out: str | Path | None = None) -> Pat
         md += ["![validation accuracy per epoch](ablation_curves.png)", ""]
     md += [re.sub(r"^# ", "## ", table_md, flags=re.M)]
     path = out / "report.md"
-    path.write_text("\n".join(md))
+    write_text(path, "\n".join(md))
     return path

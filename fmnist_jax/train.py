@@ -46,7 +46,7 @@ from fmnist_jax import (
 from fmnist_jax.members import Member
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.record import run_record
-from fmnist_jax.writers import write_json, JsonlWriter, MetricWriter, MultiWriter
+from fmnist_jax.writers import write_json, write_text, JsonlWriter, MetricWriter, MultiWriter
 from fmnist_jax.errors import ConfigError, Diverged, RunError, WorkdirBusy
 
 
@@ -449,7 +449,7 @@ def _keep_rows(path: Path, last_epoch: int) -> None:
             continue
         if row["epoch"] <= last_epoch:
             kept.append(line + "\n")
-    path.write_text("".join(kept))
+    write_text(path, "".join(kept))  # atomic: a kill now must not lose the rows being kept
 
 
 def _part_figures(exp: Experiment, logits: np.ndarray, part: Part, i: int) -> dict[str, Any]:

@@ -63,13 +63,18 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Any 
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write `text` atomically: a kill mid-write leaves the previous file or none, never a truncated one (temp
+    """Write `text` as UTF-8 atomically (`write_bytes`)."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` atomically: a kill mid-write leaves the previous file or none, never a truncated one (temp
     file in the same folder, then rename)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode open() would have given it
         os.replace(tmp, path)
     except BaseException:

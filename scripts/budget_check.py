@@ -61,7 +61,7 @@ def main() -> None:
         lines.append(f"| {pair['better']} − {pair['worse']} | {cells[0]} | {cells[1]} |")
     cmd = " ".join(["scripts/budget_check.py", *sys.argv[1:]])
     lines += ["", f"Command: `.venv/bin/python {cmd}`", ""]
-    (a.out / "budget_check.md").write_text("\n".join(lines))
+    writers.write_text(a.out / "budget_check.md", "\n".join(lines))
     fig = plots.budget_chart(
         {p: [s[p]["val_accuracy"] if p in s else None for s in (short, long)] for p in check["top"]},
         [epochs["short"], epochs["long"]],

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmnist_jax import data, feedback  # noqa: E402
+from fmnist_jax import data, feedback, writers  # noqa: E402
 
 CONTRAST, BRIGHTNESS = 0.6, 20.0
 TOPS = (0, 2, 4, 6)  # T-shirt/top, Pullover, Coat, Shirt: the classes the model confuses most
@@ -228,7 +228,7 @@ def main() -> int:
         server.terminate()
         server.wait(timeout=60)
         server_log.close()
-    (work / "marks.json").write_text(json.dumps(marks))
+    writers.write_json(work / "marks.json", marks)
     report = run(
         ["monitor", "--store", f"{args.work}/store.sqlite", "--out", args.out, "--marks", f"{args.work}/marks.json"],
         log,
@@ -283,12 +283,10 @@ def main() -> int:
         "v1": v1_version,
         "v2": v2_version,
     }
-    from fmnist_jax.writers import write_json
-
-    write_json(out / "summary.json", result)
+    writers.write_json(out / "summary.json", result)
     for name in gates:
         shutil.copy(work / "models" / name / "gate.json", out / f"gate_{name}.json")
-    (out / "README.md").write_text(_readme(result))
+    writers.write_text(out / "README.md", _readme(result))
     print(json.dumps({k: result[k] for k in ("phases", "gates", "reload", "same_shifted_images_v1_vs_v2")}, indent=1))
     return 0
 

@@ -69,7 +69,7 @@ def main() -> None:
         *[f"| {r['views']} | {100 * r['mean']:.2f} | {100 * (r['mean'] - base):+.2f} |" for r in rows],
         "",
     ]
-    (out / "tta_views.md").write_text("\n".join(lines))
+    writers.write_text(out / "tta_views.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""JSON the project writes: strict (no NaN/inf) and atomic (never a truncated file)."""
+"""Files the project writes: JSON strict (no NaN/inf), every file atomic (never a truncated one)."""
 
 import json
 import math
@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_jax.writers import JsonlWriter, read_jsonl, write_json
+from matplotlib.figure import Figure
+
+from fmnist_jax import plots
+from fmnist_jax.writers import JsonlWriter, read_jsonl, write_json, write_text
 
 
 def test_write_json_is_strict_and_leaves_the_old_file_on_failure(tmp_path):
@@ -48,3 +51,22 @@ def test_json_files_get_the_usual_mode(tmp_path):
     write_json(tmp_path / "a.json", {"x": 1})
     (tmp_path / "b.json").write_text("{}")  # what a plain open() gives under this umask
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777
+
+
+def test_text_is_utf8_and_a_failed_figure_keeps_the_old_one(tmp_path, monkeypatch):
+    write_text(tmp_path / "table.md", "93.72 ± 0.18 − 0.23\n")  # the tables' signs, whatever the locale
+    assert (tmp_path / "table.md").read_bytes() == "93.72 ± 0.18 − 0.23\n".encode()
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    plots.save(fig, tmp_path / "chart.png")
+    before = (tmp_path / "chart.png").read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)  # interrupted after rendering, before the rename
+    with pytest.raises(KeyboardInterrupt):
+        plots.save(fig, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["chart.png", "table.md"]  # no temp file left behind

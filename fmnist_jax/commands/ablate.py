@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
         raise parsing.UsageError("usage: fmnist-jax ablate ABLATION.py[:arg] --workdir DIR [--config.KEY=VALUE ...]")
     spec, rest = argv[0], argv[1:]
     fv = parsing.parse(["--config", spec] + rest, _define, required=("workdir",))
-    from fmnist_jax import ablation, config_lib, record  # heavy imports only once the arguments are known good
+    from fmnist_jax import ablation, config_lib, record, writers  # heavy imports only once the arguments are known good
     from fmnist_jax.errors import Error
 
     try:
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
         raise type(e)(f"{spec}: {e}") from None
     overrides = [a for a in rest if a.startswith("--config.")]
     if fv.export_sweep:
-        Path(fv.export_sweep).write_text(ablation.sweep_yaml(spec, grid.points, fv.workdir, overrides))
+        writers.write_text(fv.export_sweep, ablation.sweep_yaml(spec, grid.points, fv.workdir, overrides))
         print(f"wrote {fv.export_sweep}: `wandb sweep {fv.export_sweep}`, then `wandb agent SWEEP_ID` on each machine")
         return 0
     if fv.dry_run:
