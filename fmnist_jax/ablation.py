@@ -425,8 +425,10 @@ def budget_agreement(short: dict[str, dict], long: dict[str, dict], top: int = 3
 
 
 def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, baseline: str, command: str) -> Table:
-    """Table (CSV, Markdown), chart, per-point summaries, the command, and `grid.json` (name, baseline, budget,
-    points not finished: what readers of the table such as `scripts/study_findings.py` need) into `out`."""
+    """Table (CSV, Markdown), charts (`chart.png` accuracies, `deltas.png` paired differences from the baseline),
+    per-point summaries, the command, and `grid.json` (name, baseline, budget, points not finished, the runs'
+    folder: what readers of the table such as `scripts/study_findings.py` and `fmnist-jax report` need) into
+    `out`."""
     table = build_table(points, workdir, baseline)
     out.mkdir(parents=True, exist_ok=True)
     if not table:
@@ -443,12 +445,19 @@ def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, 
         + (f"\nNot finished yet: {', '.join(pending)}\n" if pending else "")
         + f"\nCommand: `{command}`\n",
     )
-    fig = plots.bar_chart(table, f"{name}\n{budget_line(points)}", baseline)
-    plots.save(fig, out / "chart.png")
+    plots.save(plots.bar_chart(table, f"{name}\n{budget_line(points)}", baseline), out / "chart.png")
+    plots.save(plots.delta_chart(table, f"{name}: each point against {baseline}", baseline), out / "deltas.png")
     write_text(out / "command.txt", command + "\n")
     write_json(
         out / "grid.json",
-        {"name": name, "baseline": baseline, "budget": budget_line(points), "pending": pending, "command": command},
+        {
+            "name": name,
+            "baseline": baseline,
+            "budget": budget_line(points),
+            "pending": pending,
+            "command": command,
+            "workdir": os.path.relpath(workdir, out),  # where the points' runs are, from here
+        },
     )
     (out / "summaries").mkdir(exist_ok=True)
     for r in table:

@@ -276,6 +276,37 @@ def bar_chart(table: Sequence[dict[str, Any]], title: str = "", baseline: str | 
     return fig
 
 
+def delta_chart(
+    table: Sequence[dict[str, Any]], title: str = "", baseline: str | None = None, alpha: float = 0.05
+) -> Figure:
+    """Each point's paired val difference from the baseline with its 95% t-interval (a forest plot).
+
+    This is what the table tests, and what a bar chart of means hides: the members' fold-to-fold spread is
+    shared by every point, so the paired interval is much narrower than the bars' std. A filled marker is a
+    difference the Benjamini-Hochberg adjusted p puts below `alpha`; hollow ones are not shown to differ.
+    """
+    rows = [r for r in table if r["point"] != baseline]
+    fig = Figure(figsize=(6.0, 0.4 * len(rows) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        d, low, high = (100 * float(r[k]) for k in ("val_delta", "val_ci_low", "val_ci_high"))
+        if not np.isfinite(d):
+            continue
+        shown = float(r["val_p_adj"]) < alpha
+        err = [[d - low], [high - d]] if np.isfinite(low) and np.isfinite(high) else None
+        ax.errorbar(d, yi, xerr=err, fmt="o", color="tab:blue", mfc="tab:blue" if shown else "white", capsize=3)
+    ax.axvline(0.0, color="0.4", lw=1, ls="--")
+    ax.set_yticks(y, [r["point"] for r in rows])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(
+        f"val accuracy − {baseline}, points: paired mean and 95% CI\n(filled: Benjamini-Hochberg adjusted p < {alpha})"
+    )
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def budget_chart(points: dict[str, Sequence[dict[str, float] | None]], epochs: Sequence[Any]) -> Figure:
     """Val accuracy (mean ± 1 std over members) of each point at each budget: does the ranking hold?"""
     fig = Figure(figsize=(6, 4), layout="constrained")

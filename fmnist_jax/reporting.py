@@ -305,7 +305,9 @@ def read_ablation(directory: str | Path) -> tuple[list[dict[str, Any]], str, str
 
 
 def ablation_report(directory: str | Path, out: str | Path | None = None) -> Path:
-    """Bar chart (mean ± std per point), validation curves of every point with logged metrics, report.md."""
+    """Bar chart (mean ± std per point), paired differences from the baseline, validation curves of every
+    point with logged metrics (found through `grid.json`'s workdir where the table was written apart), report.md.
+    """
     directory = Path(directory)
     out = Path(out or directory / "report")
     out.mkdir(parents=True, exist_ok=True)
@@ -314,11 +316,17 @@ def ablation_report(directory: str | Path, out: str | Path | None = None) -> Pat
         plots.bar_chart(table, f"{directory.name}: accuracy per point (mean ± std over members)", baseline),
         out / "ablation.png",
     )
+    plots.save(
+        plots.delta_chart(table, f"{directory.name}: each point against {baseline}", baseline), out / "deltas.png"
+    )
     md = [f"# Ablation report: {directory.name}", "", "![accuracy per point](ablation.png)", ""]
+    md += ["![paired differences from the baseline](deltas.png)", ""]
+    grid = directory / "grid.json"
+    runs_dir = directory / json.loads(grid.read_text()).get("workdir", ".") if grid.exists() else directory
     runs: dict[str, Sequence[dict[str, Any]]] = {
-        r["point"]: read_jsonl(directory / r["point"] / "metrics.jsonl")
+        r["point"]: read_jsonl(runs_dir / r["point"] / "metrics.jsonl")
         for r in table
-        if (directory / r["point"] / "metrics.jsonl").exists()
+        if (runs_dir / r["point"] / "metrics.jsonl").exists()
     }
     if runs:
         plots.save(plots.compare_curves(runs, "val_accuracy"), out / "ablation_curves.png")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 17's study on the real data: every grid with 5 members per point (folds 0-4 of k=5, seed 0) at one
-# budget, into results/study/<grid>/ (table.md/csv, chart.png, summaries/) with each point's run under
+# budget, into results/study/<grid>/ (table.md/csv, chart.png, deltas.png, summaries/) with each point's run under
 # results/study/<grid>/grid/<point>/, so that in-flight points' latest checkpoints can be committed at a
 # session's stop and the same command resumes them.
 #

@@ -11,6 +11,7 @@ import chex
 import numpy as np
 import pytest
 import yaml
+from matplotlib.colors import to_rgba
 from scipy import stats as scipy_stats
 
 from fmnist_jax import ablation, config_lib, errors, models, plots, record, stats, tracking, train
@@ -276,6 +277,14 @@ def test_markdown_and_chart_from_a_table():
     assert "**base**" in md
     fig = plots.bar_chart([row, dict(row, point="base")], "t", baseline="base")
     assert len(fig.axes[0].patches) == 4
+    shown = dict(row, point="shown", val_delta=0.01, val_ci_low=0.004, val_ci_high=0.016, val_p_adj=0.01)
+    unsure = dict(shown, point="unsure", val_p_adj=0.2)
+    ax = plots.delta_chart([dict(row, point="base"), shown, unsure, row], "t", baseline="base").axes[0]
+    markers = [line for line in ax.lines if line.get_marker() == "o"]  # p has no val difference: not drawn
+    assert [m.get_xdata()[0] for m in markers] == pytest.approx([1.0, 1.0])
+    filled = [to_rgba(m.get_markerfacecolor()) != (1, 1, 1, 1) for m in markers]
+    assert filled == [True, False]  # where the adjusted p allows
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["shown", "unsure", "p"]
 
 
 def test_table_pairs_each_weight_average_with_its_own_weights(tiny_config, tmp_path):

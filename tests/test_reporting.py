@@ -48,14 +48,15 @@ def test_ablation_report_uses_the_ablation_table(tiny_config, tmp_path):
     tiny_config.train.epochs = 2
     points = ablation.expand(tiny_config, [("flip", {"augment": "flip_lr"}), ("none", {"augment": "none"})])
     ablation.run_grid(points, tmp_path, progress=False)
-    ablation.write_results("tiny", points, tmp_path, tmp_path, "flip", "test")
-    table, baseline, _ = reporting.read_ablation(tmp_path)
+    out = tmp_path / "results"  # the table apart from the runs, as `ablate --out` writes it
+    ablation.write_results("tiny", points, tmp_path, out, "flip", "test")
+    table, baseline, _ = reporting.read_ablation(out)
     assert baseline == "flip" and [r["point"] for r in table] == ["flip", "none"]
     assert isinstance(table[0]["test_acc_mean"], float) and isinstance(table[0]["params"], int)
-    assert report_cmd.main(["--workdir", str(tmp_path)]) == 0
-    for name in ("ablation.png", "ablation_curves.png"):
-        assert_png(tmp_path / "report" / name)
-    md = (tmp_path / "report" / "report.md").read_text()
+    assert report_cmd.main(["--workdir", str(out)]) == 0
+    for name in ("ablation.png", "deltas.png", "ablation_curves.png"):  # curves from the runs, found via grid.json
+        assert_png(out / "report" / name)
+    md = (out / "report" / "report.md").read_text()
     assert "## Ablation: tiny" in md and "| **flip** |" in md
 
 
