@@ -417,9 +417,8 @@ def budget_agreement(short: dict[str, dict], long: dict[str, dict], top: int = 3
         pair: dict[str, Any] = {"better": a, "worse": b}
         for budget, s in (("short", short), ("long", long)):
             if a in s and b in s:
-                d = stats.paired_differences(s[b]["members"], s[a]["members"], "val_accuracy")
-                pair[budget] = {"delta": float(np.mean(d)) if d is not None else float("nan")}
-                pair[budget]["ci"] = list(stats.confidence_interval(d))
+                delta, _, low, high = stats.compare(s[b]["members"], s[a]["members"], "val_accuracy")
+                pair[budget] = {"delta": delta, "ci": [low, high]}
         pairs.append(pair)
     return {"top": ranked, "long_order": order, "same_order": order == ranked if done else None, "pairs": pairs}
 
