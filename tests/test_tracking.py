@@ -1,6 +1,9 @@
 """W&B: a real offline run holds the logged history, summary and images; W&B failures never stop training."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,18 +13,20 @@ from matplotlib.figure import Figure
 from fmnist_jax import members, tracking, train
 from fmnist_jax.writers import read_jsonl
 
+REPO = Path(__file__).resolve().parent.parent
 METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
 
 
 def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
     tiny_config.wandb.mode = "offline"
     tiny_config.train.epochs = 2
-    summary = train.train_and_evaluate(tiny_config, tmp_path, progress=False)
+    work = tmp_path / "point"
+    summary = train.train_and_evaluate(tiny_config, work, progress=False)
     wandb.teardown()  # finish() may return before wandb-core has written the last records: wait for it
-    dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    ids = json.loads((tmp_path / tracking.RUN_IDS).read_text())
+    dirs = sorted((work / "wandb").glob("offline-run-*"))
+    ids = json.loads((work / tracking.RUN_IDS).read_text())
     assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
-    jsonl = read_jsonl(tmp_path / "metrics.jsonl")
+    jsonl = read_jsonl(work / "metrics.jsonl")
     for member, tag in enumerate(("fold0_seed0", "fold1_seed0")):
         (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
         history, final = tracking.offline_run(run_dir)
@@ -37,7 +42,7 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
         records = list(tracking.offline_records(next(run_dir.glob("*.wandb"))))
         (run,) = [r.run for r in records if r.HasField("run")]
         config = {i.key: json.loads(i.value_json) for i in run.config.update}
-        assert config["git"] == json.loads((tmp_path / "record.json").read_text())["git"]
+        assert config["git"] == json.loads((work / "record.json").read_text())["git"]
         assert config["wandb.tags"] == [] and config["fold"] == member
         metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records if r.HasField("metric")}
         assert metrics.get("*") == "epoch"  # every curve on the epoch axis
@@ -52,6 +57,19 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
         assert export["id"] == ids[tag] and export["name"].endswith(tag) and export["config"]["fold"] == member
         assert export["history"] == history and "_wandb" not in export["config"]
         json.dumps(export, allow_nan=False)
+
+    # the committed export is merged by run folder: an earlier point's line whose runs are not on disk survives
+    out = tmp_path / "wandb_runs.jsonl"
+    stale = f"point/wandb/{dirs[0].name}"
+    out.write_text(json.dumps({"folder": "gone/wandb/offline-run-x", "id": "x"}) + "\n" + json.dumps({"folder": stale}))
+    script = [sys.executable, str(REPO / "scripts/wandb_export.py"), str(tmp_path), "--out", str(out)]
+    subprocess.run(script, check=True, capture_output=True)
+    lines = read_jsonl(out)
+    assert [r["folder"] for r in lines] == ["gone/wandb/offline-run-x"] + [f"point/wandb/{d.name}" for d in dirs]
+    assert lines[1] == {**tracking.offline_export(dirs[0]), "folder": stale}
+    out.write_text("{not json")
+    bad = subprocess.run(script, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and out.read_text() == "{not json"
 
 
 class _FailingRun:
