@@ -401,15 +401,28 @@ def budget_line(points: Sequence[Point]) -> str:
     )
 
 
-def budget_agreement(short: dict[str, dict], long: dict[str, dict], top: int = 3) -> dict[str, Any]:
-    """Does a longer budget keep the short budget's ranking of its `top` points (by mean val accuracy)?
+def budget_points(short: dict[str, dict], top: int = 3, also: Sequence[str] = ()) -> list[str]:
+    """The points a learning-curve check trains again at a longer budget, in the short budget's order (best mean
+    val accuracy first): the `top` ones, and those named in `also` (points a longer budget may lift, such as
+    augmentation that regularises and so pays off only with longer training)."""
+    unknown = [p for p in also if p not in short]
+    if unknown:
+        raise ValueError(f"unknown point(s) {', '.join(unknown)}: the short budget has {', '.join(short)}")
+    by_val = sorted(short, key=lambda p: -short[p]["val_accuracy"]["mean"])
+    return [p for i, p in enumerate(by_val) if i < top or p in also]
+
+
+def budget_agreement(
+    short: dict[str, dict], long: dict[str, dict], top: int = 3, also: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Does a longer budget keep the short budget's ranking of the checked points (`budget_points`)?
 
     The learning-curve check a study's budget rests on: `short` and `long` map point names to their
-    summaries at the two budgets. Returns the top points in the short budget's order, their order at the
+    summaries at the two budgets. Returns the checked points in the short budget's order, their order at the
     long budget (None while one is missing), whether the two agree, and for each neighbouring pair the
     paired val difference (mean over the same members) with its 95% t-interval at both budgets.
     """
-    ranked = sorted(short, key=lambda p: -short[p]["val_accuracy"]["mean"])[:top]
+    ranked = budget_points(short, top, also)
     done = all(p in long for p in ranked)
     order = sorted(ranked, key=lambda p: -long[p]["val_accuracy"]["mean"]) if done else None
     pairs = []
@@ -420,7 +433,7 @@ def budget_agreement(short: dict[str, dict], long: dict[str, dict], top: int = 3
                 delta, _, low, high = stats.compare(s[b]["members"], s[a]["members"], "val_accuracy")
                 pair[budget] = {"delta": delta, "ci": [low, high]}
         pairs.append(pair)
-    return {"top": ranked, "long_order": order, "same_order": order == ranked if done else None, "pairs": pairs}
+    return {"checked": ranked, "long_order": order, "same_order": order == ranked if done else None, "pairs": pairs}
 
 
 def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, baseline: str, command: str) -> Table:

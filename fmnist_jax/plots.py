@@ -320,5 +320,5 @@ def budget_chart(points: dict[str, Sequence[dict[str, float] | None]], epochs: S
     ax.set_xticks([e for e in epochs if e is not None])
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("Learning-curve check: the top points at two budgets")
+    ax.set_title("Learning-curve check: the checked points at two budgets")
     return fig

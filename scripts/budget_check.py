@@ -1,12 +1,14 @@
 """The study's learning-curve check (issue 17): do a grid's top points keep their ranking at a longer budget?
 
-    .venv/bin/python scripts/budget_check.py --short results/study/augmentation \\
-        --long results/study/budget_check/long --top 3 --out results/study/budget_check
+    .venv/bin/python scripts/budget_check.py --short results/study/augmentation --top 3 --also crop_hflip --points
+    .venv/bin/python scripts/budget_check.py --short results/study/augmentation --top 3 --also crop_hflip \\
+        --long results/study/budget_check/long --out results/study/budget_check
 
 `--short` and `--long` are `fmnist-jax ablate --out` folders of the same grid at two budgets (their
-`summaries/`); the long one needs only the short one's top points (`--point`). Writes `budget_check.json`,
-`budget_check.md` and `budget_check.png` (val accuracy of the top points at both budgets, ± 1 std).
-"""
+`summaries/`). The checked points are the short budget's `--top` ones and those named by `--also`
+(`ablation.budget_points`); `--points` prints them as `ablate --point=` flags, the long run to train. Otherwise
+writes `budget_check.json`, `budget_check.md` and `budget_check.png` (val accuracy of the checked points at both
+budgets, ± 1 std)."""
 
 from __future__ import annotations
 
@@ -25,30 +27,45 @@ def summaries(folder: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((folder / "summaries").glob("*.json"))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--short", required=True, type=Path)
-    ap.add_argument("--long", required=True, type=Path)
     ap.add_argument("--top", type=int, default=3)
-    ap.add_argument("--out", required=True, type=Path)
-    a = ap.parse_args()
-    short, long = summaries(a.short), summaries(a.long)
-    if not short:
-        sys.exit(f"error: no summaries in {a.short / 'summaries'}")
-    check = ablation.budget_agreement(short, long, a.top)
+    ap.add_argument("--also", nargs="*", default=[], help="other points of the short budget to check")
+    ap.add_argument("--points", action="store_true", help="print the checked points as ablate --point= flags")
+    ap.add_argument("--long", type=Path)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args(argv)
+    short = summaries(a.short)
+    try:
+        if not short:
+            raise ValueError(f"no summaries in {a.short / 'summaries'}")
+        if not a.points and not (a.long and a.out):
+            raise ValueError("--long and --out are needed, unless --points")
+        checked = ablation.budget_points(short, a.top, a.also)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.points:
+        print(" ".join(f"--point={p}" for p in checked))
+        return 0
+    long = summaries(a.long)
+    check = ablation.budget_agreement(short, long, a.top, a.also)
     epochs = {"short": next(iter(short.values()))["epochs"], "long": next(iter(long.values()), {}).get("epochs")}
     a.out.mkdir(parents=True, exist_ok=True)
     writers.write_json(a.out / "budget_check.json", check | {"epochs": epochs})
     verdict = {True: "**the same order**", False: "**a different order**", None: "not finished"}[check["same_order"]]
     lines = [
-        f"# Learning-curve check: top {len(check['top'])} points at {epochs['short']} and {epochs['long']} epochs",
+        f"# Learning-curve check: {', '.join(check['checked'])} at {epochs['short']} and {epochs['long']} epochs",
         "",
-        f"Short budget `{a.short}`, long budget `{a.long}`: {verdict}.",
+        f"Short budget `{a.short}`, long budget `{a.long}`: {verdict}. Checked: the short budget's top {a.top}"
+        + (f" and {', '.join(a.also)}" if a.also else "")
+        + ", in the short budget's order.",
         "",
         f"| point | val acc % at {epochs['short']} epochs | val acc % at {epochs['long']} epochs |",
         "| --- | ---: | ---: |",
     ]
-    for p in check["top"]:
+    for p in check["checked"]:
         cells = [stats.pct_of(s[p]["val_accuracy"]) if p in s else "–" for s in (short, long)]
         lines.append(f"| {p} | {cells[0]} | {cells[1]} |")
     lines += ["", "| pair | Δ val at short budget (95% CI), points | Δ val at long budget (95% CI), points |"]
@@ -63,12 +80,13 @@ def main() -> None:
     lines += ["", f"Command: `.venv/bin/python {cmd}`", ""]
     writers.write_text(a.out / "budget_check.md", "\n".join(lines))
     fig = plots.budget_chart(
-        {p: [s[p]["val_accuracy"] if p in s else None for s in (short, long)] for p in check["top"]},
+        {p: [s[p]["val_accuracy"] if p in s else None for s in (short, long)] for p in check["checked"]},
         [epochs["short"], epochs["long"]],
     )
     plots.save(fig, a.out / "budget_check.png")
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

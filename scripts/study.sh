@@ -5,7 +5,8 @@
 # session's stop and the same command resumes them.
 #
 #   EPOCHS=10 bash scripts/study.sh check   # the learning-curve check: augmentation at EPOCHS, then its
-#                                           # top 3 at 3 x EPOCHS, compared by scripts/budget_check.py
+#                                           # top 3 and crop_hflip at 3 x EPOCHS, compared by
+#                                           # scripts/budget_check.py
 #   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, once the check has accepted it (the
 #                                           # default recipe, every grid's baseline, is trained once)
 #   bash scripts/study.sh prune             # drop finished points' checkpoints (their results stay)
@@ -40,11 +41,13 @@ share() {  # share FROM TO: a finished point's results, for a point of the same 
 case ${1:-} in
   check)
     ablate augmentation augmentation
-    top=$(.venv/bin/python -c "import csv, sys; rows = sorted(csv.DictReader(open(sys.argv[1])), key=lambda r: -float(r['val_acc_mean'])); print(' '.join('--point=' + r['point'] for r in rows[:3]))" "$OUT/augmentation/table.csv")
+    # the long run: augmentation's top 3 at EPOCHS, and crop_hflip, the augmentation configs/best.py deploys
+    # (augmentation that regularises pays off only with longer training, so the longer budget may lift it)
+    check=(--short "$OUT/augmentation" --top 3 --also crop_hflip)
+    points=$(.venv/bin/python scripts/budget_check.py "${check[@]}" --points)  # set -e: a failure stops here
     # shellcheck disable=SC2086
-    EPOCHS=$((3 * EPOCHS)) ablate augmentation budget_check/long $top
-    .venv/bin/python scripts/budget_check.py --short "$OUT/augmentation" --long "$OUT/budget_check/long" \
-      --top 3 --out "$OUT/budget_check"
+    EPOCHS=$((3 * EPOCHS)) ablate augmentation budget_check/long $points
+    .venv/bin/python scripts/budget_check.py "${check[@]}" --long "$OUT/budget_check/long" --out "$OUT/budget_check"
     ;;
   grids)
     ablate augmentation augmentation

@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def main() -> None:
     if not run.config.cv.holdout:
         sys.exit("error: that run trained on all training images; pick views on a run with validation folds")
     dataset = data.for_config(run.config, run.data_digest)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, (flip, shift) in VIEWS.items():
         run.config.eval.tta_flip, run.config.eval.tta_shift = flip, shift
         accs, t0 = [], time.perf_counter()
@@ -53,7 +54,9 @@ def main() -> None:
             {"views": name, "tta_flip": flip, "tta_shift": shift, "val_accuracy": accs}
             | {"mean": float(np.mean(accs)), "seconds": time.perf_counter() - t0}
         )
-        print(f"{name:12s} val {stats.pct(np.mean(accs), np.std(accs), '')} ({rows[-1]['seconds']:.0f} s)")
+        print(
+            f"{name:12s} val {stats.pct(float(np.mean(accs)), float(np.std(accs)), '')} ({rows[-1]['seconds']:.0f} s)"
+        )
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"workdir": a.workdir, "epoch": run.epoch, "members": [m.tag for m in run.members], "rows": rows}

@@ -427,7 +427,7 @@ def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
     short = {"a": _summary(5, [0.90, 0.91, 0.92]), "b": _summary(5, [0.89, 0.90, 0.92]), "c": _summary(5, [0.5] * 3)}
     long = {"a": _summary(15, [0.93, 0.93, 0.94]), "b": _summary(15, [0.94, 0.95, 0.95])}
     check = ablation.budget_agreement(short, long, top=2)
-    assert check["top"] == ["a", "b"] and check["long_order"] == ["b", "a"] and check["same_order"] is False
+    assert check["checked"] == ["a", "b"] and check["long_order"] == ["b", "a"] and check["same_order"] is False
     (pair,) = check["pairs"]
     np.testing.assert_allclose(pair["short"]["delta"], 0.02 / 3)  # a - b over the same members
     np.testing.assert_allclose(pair["long"]["delta"], -0.04 / 3)
@@ -435,8 +435,35 @@ def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
     assert ablation.budget_agreement(short, long, top=3)["same_order"] is None  # c has no long run yet
     long["b"] = _summary(15, [0.92, 0.92, 0.93])
     assert ablation.budget_agreement(short, long, top=2)["same_order"] is True
+    # a point named in `also` is checked too, in its short-budget place: here the long budget lifts it to the top
+    assert ablation.budget_points(short, top=1, also=["c"]) == ["a", "c"]
+    long["c"] = _summary(15, [0.95, 0.95, 0.96])
+    check = ablation.budget_agreement(short, long, top=1, also=["c"])
+    assert check["long_order"] == ["c", "a"] and check["same_order"] is False
+    with pytest.raises(ValueError, match="unknown point.*d"):
+        ablation.budget_points(short, also=["d"])
     fig = plots.budget_chart({"a": [short["a"]["val_accuracy"], None]}, [5, 15])  # a point still missing draws
     assert fig.axes[0].get_xlabel() == "epochs"
+
+
+def test_budget_check_script_plans_the_long_run_and_reports_it(tmp_path):
+    """scripts/budget_check.py --points gives scripts/study.sh the long run's --point flags; then the report."""
+    for budget, runs in (("short", {"a": [0.91, 0.92], "b": [0.90, 0.92], "c": [0.5, 0.6]}), ("long", {})):
+        (tmp_path / budget / "summaries").mkdir(parents=True)
+        for point, accs in runs.items():
+            (tmp_path / budget / "summaries" / f"{point}.json").write_text(json.dumps(_summary(5, accs)))
+    script = [sys.executable, str(REPO / "scripts/budget_check.py"), "--short", str(tmp_path / "short"), "--top", "1"]
+    plan = subprocess.run([*script, "--also", "c", "--points"], capture_output=True, text=True, check=True)
+    assert plan.stdout.split() == ["--point=a", "--point=c"]
+    for bad in (["--also", "z", "--points"], ["--also", "c"]):  # an unknown point; no --long/--out to report to
+        refused = subprocess.run([*script, *bad], capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    out = tmp_path / "check"
+    report = [*script, "--also", "c", "--long", str(tmp_path / "long"), "--out", str(out)]
+    subprocess.run(report, capture_output=True, check=True)
+    check = json.loads((out / "budget_check.json").read_text())
+    assert check["checked"] == ["a", "c"] and check["same_order"] is None  # the long run has not trained yet
+    assert "not finished" in (out / "budget_check.md").read_text() and (out / "budget_check.png").is_file()
 
 
 def test_a_baseline_finished_under_another_grids_name_counts_as_done(tiny_config, tmp_path):
