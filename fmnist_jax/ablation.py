@@ -412,17 +412,15 @@ def budget_points(short: dict[str, dict], top: int = 3, also: Sequence[str] = ()
     return [p for i, p in enumerate(by_val) if i < top or p in also]
 
 
-def budget_agreement(
-    short: dict[str, dict], long: dict[str, dict], top: int = 3, also: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Does a longer budget keep the short budget's ranking of the checked points (`budget_points`)?
+def budget_agreement(short: dict[str, dict], long: dict[str, dict], ranked: Sequence[str]) -> dict[str, Any]:
+    """Does a longer budget keep the short budget's ranking of the checked points (`ranked`, from `budget_points`)?
 
     The learning-curve check a study's budget rests on: `short` and `long` map point names to their
     summaries at the two budgets. Returns the checked points in the short budget's order, their order at the
     long budget (None while one is missing), whether the two agree, and for each neighbouring pair the
     paired val difference (mean over the same members) with its 95% t-interval at both budgets.
     """
-    ranked = budget_points(short, top, also)
+    ranked = list(ranked)
     done = all(p in long for p in ranked)
     order = sorted(ranked, key=lambda p: -long[p]["val_accuracy"]["mean"]) if done else None
     pairs = []

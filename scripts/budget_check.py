@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"--point={p}" for p in checked))
         return 0
     long = summaries(a.long)
-    check = ablation.budget_agreement(short, long, a.top, a.also)
+    check = ablation.budget_agreement(short, long, checked)
     epochs = {"short": next(iter(short.values()))["epochs"], "long": next(iter(long.values()), {}).get("epochs")}
     a.out.mkdir(parents=True, exist_ok=True)
     writers.write_json(a.out / "budget_check.json", check | {"epochs": epochs})

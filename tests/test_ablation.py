@@ -426,19 +426,21 @@ def _summary(epochs: int, accs: list[float]) -> dict:
 def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
     short = {"a": _summary(5, [0.90, 0.91, 0.92]), "b": _summary(5, [0.89, 0.90, 0.92]), "c": _summary(5, [0.5] * 3)}
     long = {"a": _summary(15, [0.93, 0.93, 0.94]), "b": _summary(15, [0.94, 0.95, 0.95])}
-    check = ablation.budget_agreement(short, long, top=2)
+    check = ablation.budget_agreement(short, long, ablation.budget_points(short, top=2))
     assert check["checked"] == ["a", "b"] and check["long_order"] == ["b", "a"] and check["same_order"] is False
     (pair,) = check["pairs"]
     np.testing.assert_allclose(pair["short"]["delta"], 0.02 / 3)  # a - b over the same members
     np.testing.assert_allclose(pair["long"]["delta"], -0.04 / 3)
     assert pair["long"]["ci"][0] < pair["long"]["delta"] < pair["long"]["ci"][1]
-    assert ablation.budget_agreement(short, long, top=3)["same_order"] is None  # c has no long run yet
+    top3 = ablation.budget_points(short, top=3)
+    assert ablation.budget_agreement(short, long, top3)["same_order"] is None  # c has no long run yet
     long["b"] = _summary(15, [0.92, 0.92, 0.93])
-    assert ablation.budget_agreement(short, long, top=2)["same_order"] is True
+    assert ablation.budget_agreement(short, long, ablation.budget_points(short, top=2))["same_order"] is True
     # a point named in `also` is checked too, in its short-budget place: here the long budget lifts it to the top
-    assert ablation.budget_points(short, top=1, also=["c"]) == ["a", "c"]
+    checked = ablation.budget_points(short, top=1, also=["c"])
+    assert checked == ["a", "c"]
     long["c"] = _summary(15, [0.95, 0.95, 0.96])
-    check = ablation.budget_agreement(short, long, top=1, also=["c"])
+    check = ablation.budget_agreement(short, long, checked)
     assert check["long_order"] == ["c", "a"] and check["same_order"] is False
     with pytest.raises(ValueError, match="unknown point.*d"):
         ablation.budget_points(short, also=["d"])
