@@ -412,26 +412,39 @@ def budget_points(short: dict[str, dict], top: int = 3, also: Sequence[str] = ()
     return [p for i, p in enumerate(by_val) if i < top or p in also]
 
 
-def budget_agreement(short: dict[str, dict], long: dict[str, dict], ranked: Sequence[str]) -> dict[str, Any]:
+def budget_agreement(
+    short: dict[str, dict], long: dict[str, dict], ranked: Sequence[str], alpha: float = 0.05
+) -> dict[str, Any]:
     """Does a longer budget keep the short budget's ranking of the checked points (`ranked`, from `budget_points`)?
 
-    The learning-curve check a study's budget rests on: `short` and `long` map point names to their
-    summaries at the two budgets. Returns the checked points in the short budget's order, their order at the
-    long budget (None while one is missing), whether the two agree, and for each neighbouring pair the
-    paired val difference (mean over the same members) with its 95% t-interval at both budgets.
+    The learning-curve check a study's budget rests on: `short` and `long` map point names to their summaries
+    at the two budgets. The ranking is the one the study's tests can state: for every pair of checked points, the
+    paired val difference with its 95% t-interval, and the verdict ">" or "<" where its Benjamini-Hochberg
+    adjusted p (over the pairs at that budget) is below `alpha`, else "=" (not separated). `same_ranking`: every
+    pair has the same verdict at both budgets (None while a long run is missing). The strict order of the means
+    (`same_order`) is reported too, but it is no test: points a paired test cannot separate swap places by chance.
     """
     ranked = list(ranked)
     done = all(p in long for p in ranked)
     order = sorted(ranked, key=lambda p: -long[p]["val_accuracy"]["mean"]) if done else None
-    pairs = []
-    for a, b in zip(ranked, ranked[1:]):
-        pair: dict[str, Any] = {"better": a, "worse": b}
-        for budget, s in (("short", short), ("long", long)):
-            if a in s and b in s:
-                delta, _, low, high = stats.compare(s[b]["members"], s[a]["members"], "val_accuracy")
-                pair[budget] = {"delta": delta, "ci": [low, high]}
-        pairs.append(pair)
-    return {"checked": ranked, "long_order": order, "same_order": order == ranked if done else None, "pairs": pairs}
+    pairs: list[dict[str, Any]] = [{"better": a, "worse": b} for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
+    for budget, s in (("short", short), ("long", long)):
+        tested = [pair for pair in pairs if pair["better"] in s and pair["worse"] in s]
+        results = [
+            stats.compare(s[pair["worse"]]["members"], s[pair["better"]]["members"], "val_accuracy") for pair in tested
+        ]
+        for pair, (delta, p, low, high), p_adj in zip(tested, results, stats.adjust([r[1] for r in results])):
+            verdict = (">" if delta > 0 else "<") if p_adj < alpha else "="
+            pair[budget] = {"delta": delta, "ci": [low, high], "p": p, "p_adj": p_adj, "verdict": verdict}
+    same_ranking = all(pair["short"]["verdict"] == pair["long"]["verdict"] for pair in pairs) if done else None
+    return {
+        "checked": ranked,
+        "long_order": order,
+        "same_order": order == ranked if done else None,
+        "same_ranking": same_ranking,
+        "alpha": alpha,
+        "pairs": pairs,
+    }
 
 
 def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, baseline: str, command: str) -> Table:

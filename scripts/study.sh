@@ -7,7 +7,7 @@
 #   EPOCHS=10 bash scripts/study.sh check   # the learning-curve check: augmentation at EPOCHS, then its
 #                                           # top 3 and crop_hflip at 3 x EPOCHS, compared by
 #                                           # scripts/budget_check.py
-#   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, once the check has accepted it (the
+#   EPOCHS=10 bash scripts/study.sh grids   # every grid at EPOCHS, which the check must have accepted (the
 #                                           # default recipe, every grid's baseline, is trained once)
 #   bash scripts/study.sh prune             # drop finished points' checkpoints (their results stay)
 # SMOKE=1 OUT=/tmp/study EXTRA='--config.train.steps_per_epoch=5' EPOCHS=1 bash scripts/study.sh check  # a try
@@ -50,6 +50,10 @@ case ${1:-} in
     .venv/bin/python scripts/budget_check.py "${check[@]}" --long "$OUT/budget_check/long" --out "$OUT/budget_check"
     ;;
   grids)
+    # only at a budget the learning-curve check accepted (a smoke try checks the plumbing, not the budget)
+    if [ -z "${SMOKE:-}" ]; then
+      .venv/bin/python scripts/budget_check.py --accepts "${EPOCHS:?set EPOCHS}" --out "$OUT/budget_check"
+    fi
     ablate augmentation augmentation
     # the study's base (configs/study.py) is every one of these grids' baseline: trained once, shared (the same
     # computation under another name); so is the deepest network, the same in both depth grids

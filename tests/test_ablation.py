@@ -423,25 +423,39 @@ def _summary(epochs: int, accs: list[float]) -> dict:
     return {"epochs": epochs, "val_accuracy": stats.mean_std(accs), "members": members(accs)}
 
 
-def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
-    short = {"a": _summary(5, [0.90, 0.91, 0.92]), "b": _summary(5, [0.89, 0.90, 0.92]), "c": _summary(5, [0.5] * 3)}
-    long = {"a": _summary(15, [0.93, 0.93, 0.94]), "b": _summary(15, [0.94, 0.95, 0.95])}
-    check = ablation.budget_agreement(short, long, ablation.budget_points(short, top=2))
-    assert check["checked"] == ["a", "b"] and check["long_order"] == ["b", "a"] and check["same_order"] is False
-    (pair,) = check["pairs"]
-    np.testing.assert_allclose(pair["short"]["delta"], 0.02 / 3)  # a - b over the same members
-    np.testing.assert_allclose(pair["long"]["delta"], -0.04 / 3)
-    assert pair["long"]["ci"][0] < pair["long"]["delta"] < pair["long"]["ci"][1]
-    top3 = ablation.budget_points(short, top=3)
-    assert ablation.budget_agreement(short, long, top3)["same_order"] is None  # c has no long run yet
-    long["b"] = _summary(15, [0.92, 0.92, 0.93])
-    assert ablation.budget_agreement(short, long, ablation.budget_points(short, top=2))["same_order"] is True
+def test_budget_agreement_compares_the_rankings_the_paired_tests_state():
+    """Points the paired test cannot separate may swap places at the long budget; a separated pair may not, and
+    neither may a pair that only one budget separates."""
+    short = {
+        "a": _summary(5, [0.900, 0.910, 0.920]),
+        "b": _summary(5, [0.899, 0.905, 0.920]),  # 0.2 points below a, p = 0.3: not separated
+        "c": _summary(5, [0.880, 0.892, 0.899]),  # 1.9 points below a, in every member
+    }
+    long = {"a": _summary(15, [0.930, 0.935, 0.940]), "b": _summary(15, [0.931, 0.937, 0.939])}
+    checked = ablation.budget_points(short, top=3)
+    assert checked == ["a", "b", "c"]
+    check = ablation.budget_agreement(short, long, checked)
+    assert check["same_ranking"] is None and check["same_order"] is None  # c has no long run yet
+    assert [(q["better"], q["worse"]) for q in check["pairs"]] == [("a", "b"), ("a", "c"), ("b", "c")]
+    ab, ac, bc = check["pairs"]
+    np.testing.assert_allclose(ab["short"]["delta"], 0.006 / 3)  # a - b over the same members
+    assert ab["short"]["ci"][0] < 0 < ab["short"]["ci"][1] and ab["short"]["verdict"] == "="
+    assert ac["short"]["verdict"] == ">" and ac["short"]["p_adj"] < 0.05 and "long" not in ac
+    np.testing.assert_allclose(ab["long"]["delta"], -0.002 / 3)
+    long["c"] = _summary(15, [0.910, 0.915, 0.921])  # still separated below both
+    check = ablation.budget_agreement(short, long, checked)
+    assert check["long_order"] == ["b", "a", "c"] and check["same_order"] is False  # a and b swapped by chance
+    assert check["same_ranking"] is True
+    long["c"] = _summary(15, [0.925, 0.936, 0.942])  # the long budget closes the gap: a < c no longer shown
+    check = ablation.budget_agreement(short, long, checked)
+    assert check["pairs"][1]["long"]["verdict"] == "=" and check["same_ranking"] is False
     # a point named in `also` is checked too, in its short-budget place: here the long budget lifts it to the top
     checked = ablation.budget_points(short, top=1, also=["c"])
     assert checked == ["a", "c"]
-    long["c"] = _summary(15, [0.95, 0.95, 0.96])
+    long["c"] = _summary(15, [0.950, 0.955, 0.961])
     check = ablation.budget_agreement(short, long, checked)
-    assert check["long_order"] == ["c", "a"] and check["same_order"] is False
+    assert check["long_order"] == ["c", "a"] and check["pairs"][0]["long"]["verdict"] == "<"
+    assert check["same_ranking"] is False
     with pytest.raises(ValueError, match="unknown point.*d"):
         ablation.budget_points(short, also=["d"])
     fig = plots.budget_chart({"a": [short["a"]["val_accuracy"], None]}, [5, 15])  # a point still missing draws
@@ -449,8 +463,12 @@ def test_budget_agreement_compares_the_top_points_ranking_at_two_budgets():
 
 
 def test_budget_check_script_plans_the_long_run_and_reports_it(tmp_path):
-    """scripts/budget_check.py --points gives scripts/study.sh the long run's --point flags; then the report."""
-    for budget, runs in (("short", {"a": [0.91, 0.92], "b": [0.90, 0.92], "c": [0.5, 0.6]}), ("long", {})):
+    """scripts/budget_check.py --points gives scripts/study.sh the long run's --point flags; then the report, and
+    `--accepts`, the gate `study.sh grids` passes only once the report accepts the budget."""
+    for budget, runs in (
+        ("short", {"a": [0.91, 0.92, 0.93], "b": [0.90, 0.92, 0.93], "c": [0.5, 0.6, 0.55]}),
+        ("long", {}),
+    ):
         (tmp_path / budget / "summaries").mkdir(parents=True)
         for point, accs in runs.items():
             (tmp_path / budget / "summaries" / f"{point}.json").write_text(json.dumps(_summary(5, accs)))
@@ -464,8 +482,17 @@ def test_budget_check_script_plans_the_long_run_and_reports_it(tmp_path):
     report = [*script, "--also", "c", "--long", str(tmp_path / "long"), "--out", str(out)]
     subprocess.run(report, capture_output=True, check=True)
     check = json.loads((out / "budget_check.json").read_text())
-    assert check["checked"] == ["a", "c"] and check["same_order"] is None  # the long run has not trained yet
+    assert check["checked"] == ["a", "c"] and check["same_ranking"] is None  # the long run has not trained yet
     assert "not finished" in (out / "budget_check.md").read_text() and (out / "budget_check.png").is_file()
+    gate = [sys.executable, str(REPO / "scripts/budget_check.py"), "--out", str(out), "--accepts"]
+    for epochs, why in (("5", "is not finished"), ("7", "checked 5 epochs, not 7")):
+        refused = subprocess.run([*gate, epochs], capture_output=True, text=True)
+        assert refused.returncode == 2 and why in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    for point, accs in {"a": [0.93, 0.94, 0.95], "c": [0.6, 0.7, 0.65]}.items():  # a still separated above c
+        (tmp_path / "long" / "summaries" / f"{point}.json").write_text(json.dumps(_summary(15, accs)))
+    subprocess.run(report, capture_output=True, check=True)
+    assert "**Ranking: the same.**" in (out / "budget_check.md").read_text()
+    assert subprocess.run([*gate, "5"], capture_output=True).returncode == 0
 
 
 def test_a_baseline_finished_under_another_grids_name_counts_as_done(tiny_config, tmp_path):
