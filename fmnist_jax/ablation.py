@@ -423,6 +423,7 @@ def budget_agreement(
     adjusted p (over the pairs at that budget) is below `alpha`, else "=" (not separated). `same_ranking`: every
     pair has the same verdict at both budgets (None while a long run is missing). The strict order of the means
     (`same_order`) is reported too, but it is no test: points a paired test cannot separate swap places by chance.
+    `gains`: each point's paired val difference long - short over the same members (what the longer budget buys).
     """
     ranked = list(ranked)
     done = all(p in long for p in ranked)
@@ -435,8 +436,12 @@ def budget_agreement(
         ]
         for pair, (delta, p, low, high), p_adj in zip(tested, results, stats.adjust([r[1] for r in results])):
             verdict = (">" if delta > 0 else "<") if p_adj < alpha else "="
-            pair[budget] = {"delta": delta, "ci": [low, high], "p": p, "p_adj": p_adj, "verdict": verdict}
+            pair[budget] = _defined({"delta": delta, "ci": [low, high], "p": p, "p_adj": p_adj}) | {"verdict": verdict}
     same_ranking = all(pair["short"]["verdict"] == pair["long"]["verdict"] for pair in pairs) if done else None
+    gains = {}
+    for point in (p for p in ranked if p in long):
+        delta, p, low, high = stats.compare(short[point]["members"], long[point]["members"], "val_accuracy")
+        gains[point] = _defined({"delta": delta, "ci": [low, high], "p": p})
     return {
         "checked": ranked,
         "long_order": order,
@@ -444,7 +449,13 @@ def budget_agreement(
         "same_ranking": same_ranking,
         "alpha": alpha,
         "pairs": pairs,
+        "gains": gains,
     }
+
+
+def _defined(stat: dict[str, Any]) -> dict[str, Any]:
+    """A statistic's numbers with None where undefined (NaN, as a p of identical differences): strict JSON."""
+    return jax.tree.map(lambda x: None if np.isnan(x) else x, stat)
 
 
 def write_results(name: str, points: Sequence[Point], workdir: Path, out: Path, baseline: str, command: str) -> Table:

@@ -48,6 +48,14 @@ def accepts(out: Path | None, epochs: int) -> int:
     return 0
 
 
+def difference(d: dict | None, p: str) -> str:
+    """'+0.37 [+0.26, +0.48], 0.005': a paired difference in points, its 95% CI and its p (`p` names which)."""
+    if d is None:
+        return "–"
+    num = [f"{100 * x:+.2f}" if x is not None else "n/a" for x in (d["delta"], *d["ci"])]
+    return f"{num[0]} [{num[1]}, {num[2]}], {d[p]:.3f}" if d[p] is not None else f"{num[0]} [{num[1]}, {num[2]}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--short", type=Path)
@@ -96,19 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         + (f" ({' > '.join(check['long_order'])} at the long budget)" if check["long_order"] else "")
         + ". No test: points the paired test cannot separate swap places by chance.",
         "",
-        f"| point | val acc % at {epochs['short']} epochs | val acc % at {epochs['long']} epochs |",
-        "| --- | ---: | ---: |",
+        f"| point | val acc % at {epochs['short']} epochs | val acc % at {epochs['long']} epochs "
+        "| gain, points (95% CI), p |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for p in check["checked"]:
         cells = [stats.pct_of(s[p]["val_accuracy"]) if p in s else "–" for s in (short, long)]
-        lines.append(f"| {p} | {cells[0]} | {cells[1]} |")
-    lines += ["", "| pair | Δ val at short budget, points (95% CI) adj. p | Δ val at long budget | verdicts |"]
+        lines.append(f"| {p} | {cells[0]} | {cells[1]} | {difference(check['gains'].get(p), 'p')} |")
+    lines += ["", "| pair | Δ val at short budget, points (95% CI), adj. p | Δ val at long budget | verdicts |"]
     lines.append("| --- | ---: | ---: | :---: |")
     for pair in check["pairs"]:
-        cells = [
-            f"{100 * d['delta']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] {d['p_adj']:.3f}" if d else "–"
-            for d in (pair.get("short"), pair.get("long"))
-        ]
+        cells = [difference(pair.get(budget), "p_adj") for budget in ("short", "long")]
         verdicts = " / ".join(pair[b]["verdict"] if b in pair else "–" for b in ("short", "long"))
         lines.append(f"| {pair['better']} − {pair['worse']} | {cells[0]} | {cells[1]} | {verdicts} |")
     cmd = " ".join(["scripts/budget_check.py", *sys.argv[1:]])

@@ -442,6 +442,8 @@ def test_budget_agreement_compares_the_rankings_the_paired_tests_state():
     assert ab["short"]["ci"][0] < 0 < ab["short"]["ci"][1] and ab["short"]["verdict"] == "="
     assert ac["short"]["verdict"] == ">" and ac["short"]["p_adj"] < 0.05 and "long" not in ac
     np.testing.assert_allclose(ab["long"]["delta"], -0.002 / 3)
+    np.testing.assert_allclose(check["gains"]["a"]["delta"], 0.025)  # the longer budget's gain, same members
+    assert set(check["gains"]) == {"a", "b"} and check["gains"]["a"]["ci"][0] > 0
     long["c"] = _summary(15, [0.910, 0.915, 0.921])  # still separated below both
     check = ablation.budget_agreement(short, long, checked)
     assert check["long_order"] == ["b", "a", "c"] and check["same_order"] is False  # a and b swapped by chance
