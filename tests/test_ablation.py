@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import chex
@@ -162,6 +163,30 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
     command = (tmp_path / "results" / "command.txt").read_text()
     assert command.startswith(f"JAX_NUM_CPU_DEVICES=1 fmnist-jax ablate {path} --workdir {work} --out ")
     assert (work / "command.txt").read_text() == before and (tmp_path / "results" / "table.csv").exists()
+
+
+def test_sigterm_unwinds_a_grid_like_ctrl_c(tiny_config, tmp_path):
+    """A session's or a scheduler's stop (SIGTERM) ends `ablate` with one line and exit 143, after the run's
+    `finally` blocks: the interrupted segment's wall time is in ablate.json and the checkpoints are whole."""
+    tiny_config.cv.folds = (0,)
+    tiny_config.train.epochs = 1_000  # still training when the signal comes
+    path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {}})
+    point = tmp_path / "work" / "a"
+    argv = [sys.executable, "-m", "fmnist_jax.cli", "ablate", str(path), "--workdir", str(point.parent)]
+    proc = subprocess.Popen([*argv, "--progress=false"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (point / "checkpoints" / "2" / "commit_success.txt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "ended or stalled before its second save"
+            time.sleep(0.2)
+        proc.terminate()
+        err = proc.communicate(timeout=120)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and err.splitlines()[-1] == "fmnist-jax ablate: stopped by SIGTERM", err[-2000:]
+    assert json.loads((point / "ablate.json").read_text())["wall_s"] > 0 and not (point / "summary.json").exists()
+    saved = [c for c in (point / "checkpoints").iterdir() if c.name.isdigit()]
+    assert saved and all((c / "commit_success.txt").exists() for c in saved)  # no save left half-written
 
 
 def test_points_of_one_network_pack_into_one_program_with_the_same_table(tiny_config, tmp_path, monkeypatch, capsys):

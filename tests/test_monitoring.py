@@ -261,7 +261,7 @@ def test_serve_command_with_store_feedback_reload_then_monitor(models, tmp_path)
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()
-    assert proc.returncode in (0, -15), out
+    assert proc.returncode in (0, 143), out  # uvicorn re-raises SIGTERM, which the CLI ends with 143
     snap = feedback.read(store)
     assert len(snap.predictions["seq"]) == 68 and (snap.predictions["label"] >= 0).sum() == 48
     assert set(snap.predictions["model_version"]) == {monitoring.version(a), monitoring.version(b)}
