@@ -170,20 +170,24 @@ def test_sigterm_unwinds_a_grid_like_ctrl_c(tiny_config, tmp_path):
     `finally` blocks: the interrupted segment's wall time is in ablate.json, and a save it cut short is skipped at
     resume like any damaged checkpoint (tests/test_checkpoints.py)."""
     tiny_config.cv.folds = (0,)
-    tiny_config.train.epochs = 1_000  # still training when the signal comes
+    tiny_config.train.epochs = 1_000_000  # still training when the signal comes
     path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {}})
     point = tmp_path / "work" / "a"
     argv = [sys.executable, "-m", "fmnist_jax.cli", "ablate", str(path), "--workdir", str(point.parent)]
-    proc = subprocess.Popen([*argv, "--progress=false"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not (point / "checkpoints" / "2" / "commit_success.txt").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "ended or stalled before its second save"
-            time.sleep(0.2)
-        proc.terminate()
-        err = proc.communicate(timeout=120)[1].decode()
-    finally:
-        proc.kill()
+    saved = point / "checkpoints"
+    # Any committed save after the first: max_to_keep=2 prunes "2" within the next epochs, which take
+    # milliseconds on a fast CPU, so waiting for one folder name can miss it.
+    argv += ["--progress=false"]
+    with subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        try:
+            deadline = time.monotonic() + 240
+            while not any(int(c.parent.name) >= 2 for c in saved.glob("[0-9]*/commit_success.txt")):
+                assert proc.poll() is None and time.monotonic() < deadline, "ended or stalled before its second save"
+                time.sleep(0.2)
+            proc.terminate()
+            err = proc.communicate(timeout=120)[1].decode()
+        finally:
+            proc.kill()
     assert proc.returncode == 143 and err.splitlines()[-1] == "fmnist-jax ablate: stopped by SIGTERM", err[-2000:]
     assert json.loads((point / "ablate.json").read_text())["wall_s"] > 0 and not (point / "summary.json").exists()
 
