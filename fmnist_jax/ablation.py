@@ -320,15 +320,8 @@ def write_csv(table: Table, path: str | Path) -> None:
 
 
 def _delta(r: dict[str, Any], split: str) -> str:
-    """'+0.40 [+0.10, +0.70] p=0.030 (adj. 0.060)': difference in points, its 95% CI, raw and BH-adjusted p."""
-    d = r[f"{split}_delta"]
-    if np.isnan(d):
-        return "—"
-    lo, hi, p, p_adj = (r.get(f"{split}_{k}", np.nan) for k in ("ci_low", "ci_high", "p", "p_adj"))
-    ci = f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if not np.isnan(lo) else ""
-    adj = f" (adj. {p_adj:.3f})" if not np.isnan(p_adj) else ""
-    tests = f" p={p:.3f}{adj}" if not np.isnan(p) else " (p n/a)"
-    return f"{100 * d:+.2f}{ci}{tests}"
+    """A row's `split` difference from the baseline (stats.difference) from its `{split}_...` columns."""
+    return stats.difference(*(r.get(f"{split}_{k}") for k in ("delta", "ci_low", "ci_high", "p", "p_adj")))
 
 
 def to_markdown(table: Table, baseline: str) -> str:

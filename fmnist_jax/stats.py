@@ -5,6 +5,7 @@ One owner for how every report, summary and table states an accuracy, so they ag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,25 @@ def pct(mean: float, std: float, unit: str = "%") -> str:
 def pct_of(ms: dict[str, float], unit: str = "%") -> str:
     """A `mean_std` dict as '93.51 ± 0.07%'."""
     return pct(ms["mean"], ms["std"], unit)
+
+
+def difference(
+    delta: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    p: float | None = None,
+    p_adj: float | None = None,
+) -> str:
+    """'+0.40 [+0.10, +0.70] p=0.030 (adj. 0.060)': a paired difference in points, its 95% CI and its raw and
+    Benjamini-Hochberg adjusted p. One formatter for tables, reports and findings, so they read alike; a part
+    that is None or NaN (untestable, or read back from strict JSON as null) is left out."""
+    d, lo, hi, p, p_adj = (math.nan if x is None else float(x) for x in (delta, low, high, p, p_adj))
+    if math.isnan(d):
+        return "—"
+    text = f"{100 * d:+.2f}" + (f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if not math.isnan(lo + hi) else "")
+    if not math.isnan(p):
+        return text + f" p={p:.3f}" + (f" (adj. {p_adj:.3f})" if not math.isnan(p_adj) else "")
+    return text + (f" adj. p={p_adj:.3f}" if not math.isnan(p_adj) else "")
 
 
 def paired(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float]:

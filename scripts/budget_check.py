@@ -49,11 +49,8 @@ def accepts(out: Path | None, epochs: int) -> int:
 
 
 def difference(d: dict | None, p: str) -> str:
-    """'+0.37 [+0.26, +0.48], 0.005': a paired difference in points, its 95% CI and its p (`p` names which)."""
-    if d is None:
-        return "–"
-    num = [f"{100 * x:+.2f}" if x is not None else "n/a" for x in (d["delta"], *d["ci"])]
-    return f"{num[0]} [{num[1]}, {num[2]}], {d[p]:.3f}" if d[p] is not None else f"{num[0]} [{num[1]}, {num[2]}]"
+    """A checked difference (`delta`, `ci`, and the p named `p`) as stats.difference writes it."""
+    return stats.difference(None) if d is None else stats.difference(d["delta"], *d["ci"], **{p: d[p]})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmnist_jax import writers  # noqa: E402
+from fmnist_jax import stats, writers  # noqa: E402
 
 ALPHA = 0.05
 
@@ -46,10 +46,8 @@ def point_line(row: dict[str, str], baseline: str) -> str:
     what = f"**{row['point']}** (`{row['overrides']}`, {int(float(row['params'])):,} params)"
     if math.isnan(d):
         return f"- {what}: {acc}; not paired with {baseline} (other members)"
-    ci = f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if not math.isnan(lo) else ""
-    p = _num(row, "val_p_adj")
-    tests = f", adj. p={p:.3f}" if not math.isnan(p) else ""
-    return f"- {what}: {acc}, {100 * d:+.2f} points against {baseline}{ci}{tests}: **{verdict(row)}**"
+    diff = stats.difference(d, lo, hi, p_adj=_num(row, "val_p_adj"))
+    return f"- {what}: {acc}; against {baseline}: {diff} points: **{verdict(row)}**"
 
 
 def grid_section(folder: Path) -> str:

@@ -238,6 +238,14 @@ def test_paired_test_matches_members_by_fold_and_seed():
     assert all(np.isnan(stats.paired(members(a), members(b, folds=(0, 1, 3)), "test_accuracy")))
 
 
+def test_one_difference_format_for_tables_reports_and_findings():
+    """None (strict JSON's null) and NaN (a CSV's untestable cell) both leave their part out."""
+    assert stats.difference(0.004, 0.001, 0.007, 0.03, 0.06) == "+0.40 [+0.10, +0.70] p=0.030 (adj. 0.060)"
+    assert stats.difference(0.004, None, float("nan"), p_adj=0.06) == "+0.40 adj. p=0.060"
+    assert stats.difference(-0.0123, -0.02, -0.004) == "-1.23 [-2.00, -0.40]"
+    assert stats.difference(None) == stats.difference(float("nan")) == "—"
+
+
 def test_confidence_interval_is_students_t_and_covers_the_mean():
     d = np.array([0.01, 0.03, 0.02, 0.00, 0.04])
     lo, hi = stats.confidence_interval(d)
@@ -364,7 +372,7 @@ def test_study_findings_give_a_verdict_only_where_the_adjusted_test_allows(tiny_
     assert done.returncode == 0, done.stderr
     lines = {ln.split("**")[1]: ln for ln in (tmp_path / "study/findings.md").read_text().splitlines() if "- **" in ln}
     assert lines["up"].endswith("**helps**") and lines["down"].endswith("**hurts**")
-    assert lines["noise"].endswith("**no difference shown**") and "+0.00 points against base [" in lines["noise"]
+    assert lines["noise"].endswith("**no difference shown**") and "against base: +0.00 [" in lines["noise"]
     empty = subprocess.run([*script, str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no grid results" in empty.stderr
 
