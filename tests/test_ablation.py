@@ -167,8 +167,8 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
 
 def test_sigterm_unwinds_a_grid_like_ctrl_c(tiny_config, tmp_path):
     """A session's or a scheduler's stop (SIGTERM) ends `ablate` with one line and exit 143, after the run's
-    `finally` blocks: the interrupted segment's wall time is in ablate.json, and a save it cut short is skipped at
-    resume like any damaged checkpoint (tests/test_checkpoints.py)."""
+    `finally` blocks: the interrupted segment's wall time is in ablate.json, and every step on disk is whole (a
+    stop inside a save lands after it: tests/test_checkpoints.py)."""
     tiny_config.cv.folds = (0,)
     tiny_config.train.epochs = 1_000_000  # still training when the signal comes
     path = write_ablation(tmp_path / "ablations", tiny_config, {"a": {}})
@@ -190,6 +190,7 @@ def test_sigterm_unwinds_a_grid_like_ctrl_c(tiny_config, tmp_path):
             proc.kill()
     assert proc.returncode == 143 and err.splitlines()[-1] == "fmnist-jax ablate: stopped by SIGTERM", err[-2000:]
     assert json.loads((point / "ablate.json").read_text())["wall_s"] > 0 and not (point / "summary.json").exists()
+    assert all((d / "commit_success.txt").exists() for d in saved.iterdir() if d.is_dir())  # saves are held whole
 
 
 def test_points_of_one_network_pack_into_one_program_with_the_same_table(tiny_config, tmp_path, monkeypatch, capsys):

@@ -134,6 +134,27 @@ def test_checkpoint_round_trip(reference):
     mngr.close()
 
 
+def test_a_stop_inside_a_save_lands_once_the_step_is_whole(reference, monkeypatch):
+    """Ctrl-C (and SIGTERM, which cli.main turns into the same) arriving inside Orbax's save is held until the step
+    is committed and its digest recorded, then raised: a stopped run leaves no step without its commit marker."""
+    config, workdir, _ = reference
+    mngr = checkpoints.manager(workdir, create=False)
+    _, meta = checkpoints.read_meta(mngr)
+    state = checkpoints.restore(
+        mngr, checkpoints.abstract_state(config, meta["steps_per_epoch"], 2, members.make_mesh(2))
+    )
+    save = mngr.save
+    monkeypatch.setattr(mngr, "save", lambda *a, **k: (save(*a, **k), signal.raise_signal(signal.SIGINT))[0])
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(mngr, 8, state, meta)
+    assert (checkpoints.directory(workdir) / "8" / "commit_success.txt").exists()
+    checkpoints.verify(mngr, 8)
+    assert "8" in json.loads((checkpoints.directory(workdir) / checkpoints.DIGESTS).read_text())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the stop's own handler is back
+    mngr.delete(8)
+    mngr.close()
+
+
 def test_finished_run_is_not_retrained(reference, capsys):
     config, workdir, summary = reference
     before = (workdir / "metrics.jsonl").read_text()
