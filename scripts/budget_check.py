@@ -1,9 +1,9 @@
 """The study's learning-curve check (issue 17): do a grid's top points keep their ranking at a longer budget?
 
-    .venv/bin/python scripts/budget_check.py --short results/study/augmentation --top 3 --also crop_hflip --points
-    .venv/bin/python scripts/budget_check.py --short results/study/augmentation --top 3 --also crop_hflip \\
-        --long results/study/budget_check/long --out results/study/budget_check
-    .venv/bin/python scripts/budget_check.py --accepts 10 --out results/study/budget_check
+    .venv/bin/python scripts/budget_check.py --short results/study/e30/augmentation --top 3 --also crop_hflip --points
+    .venv/bin/python scripts/budget_check.py --short results/study/e30/augmentation --top 3 --also crop_hflip \\
+        --long results/study/e30/budget_check/long --out results/study/e30/budget_check
+    .venv/bin/python scripts/budget_check.py --accepts 30 --out results/study/e30/budget_check
 
 `--short` and `--long` are `fmnist-jax ablate --out` folders of the same grid at two budgets (their
 `summaries/`). The checked points are the short budget's `--top` ones and those named by `--also`
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = {"short": next(iter(short.values()))["epochs"], "long": next(iter(long.values()), {}).get("epochs")}
     a.out.mkdir(parents=True, exist_ok=True)
     writers.write_json(a.out / "budget_check.json", check | {"epochs": epochs})
-    same = {True: "the same", False: "a different", None: "not finished"}
+    same = {True: "the same", False: "different", None: "not finished"}
     lines = [
         f"# Learning-curve check: {', '.join(check['checked'])} at {epochs['short']} and {epochs['long']} epochs",
         "",

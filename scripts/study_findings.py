@@ -1,7 +1,7 @@
 """The study's findings in words, from its tables (issue 17): one line per point, with the verdict the statistics
 allow and no more.
 
-    .venv/bin/python scripts/study_findings.py results/study        # writes results/study/findings.md
+    .venv/bin/python scripts/study_findings.py results/study/e30    # writes results/study/e30/findings.md
 
 Reads every `fmnist-jax ablate --out` folder under the given root (its `grid.json` and `table.csv`). A point
 "helps" or "hurts" only when its paired val difference from the grid's baseline has a Benjamini-Hochberg adjusted
@@ -70,7 +70,7 @@ def grid_section(folder: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("root", type=Path, help="folder holding the grids' --out folders (results/study)")
+    ap.add_argument("root", type=Path, help="folder holding the grids' --out folders (results/study/e30)")
     ap.add_argument("--out", type=Path, help="default: ROOT/findings.md")
     a = ap.parse_args(argv)
     folders = sorted(p.parent for p in a.root.glob("*/grid.json"))

@@ -1,7 +1,7 @@
 """Export the W&B offline runs under run folders to one JSON Lines file (issue 17: the study's runs, committed).
 
-    .venv/bin/python scripts/wandb_export.py results/study/augmentation/grid \\
-        --out results/study/augmentation/wandb_runs.jsonl
+    .venv/bin/python scripts/wandb_export.py results/study/e30/augmentation/grid \\
+        --out results/study/e30/augmentation/wandb_runs.jsonl
 
 Offline runs wait in `<workdir>/<point>/wandb/offline-run-*` for `wandb sync`, on the machine that trained them;
 their images and checkpoint artifacts are too large to commit for every member (about 200 KB a run) and the
