@@ -76,9 +76,8 @@ def _stops_deferred() -> Iterator[None]:
     the stop lands a save later (a fraction of a second at this size) and every step on disk is whole. Signal
     handlers belong to the main thread; elsewhere nothing is deferred.
     """
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
-    if threading.current_thread() is not threading.main_thread():
-        held = []
+    main = threading.current_thread() is threading.main_thread()
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if main and signal.getsignal(s) is not None]
     caught: list[int] = []
     previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in held}
     try:
