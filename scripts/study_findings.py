@@ -47,7 +47,7 @@ def point_line(row: dict[str, str], baseline: str) -> str:
     if math.isnan(d):
         return f"- {what}: {acc}; not paired with {baseline} (other members)"
     diff = stats.difference(d, lo, hi, p_adj=_num(row, "val_p_adj"))
-    return f"- {what}: {acc}; against {baseline}: {diff} points: **{verdict(row)}**"
+    return f"- {what}: {acc}; against {baseline} (val points): {diff}: **{verdict(row)}**"
 
 
 def grid_section(folder: Path) -> str:

@@ -373,7 +373,7 @@ def test_study_findings_give_a_verdict_only_where_the_adjusted_test_allows(tiny_
     assert done.returncode == 0, done.stderr
     lines = {ln.split("**")[1]: ln for ln in (tmp_path / "study/findings.md").read_text().splitlines() if "- **" in ln}
     assert lines["up"].endswith("**helps**") and lines["down"].endswith("**hurts**")
-    assert lines["noise"].endswith("**no difference shown**") and "against base: +0.00 [" in lines["noise"]
+    assert lines["noise"].endswith("**no difference shown**") and "against base (val points): +0.00 [" in lines["noise"]
     empty = subprocess.run([*script, str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no grid results" in empty.stderr
 
