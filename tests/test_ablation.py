@@ -163,6 +163,14 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
     command = (tmp_path / "results" / "command.txt").read_text()
     assert command.startswith(f"JAX_NUM_CPU_DEVICES=1 fmnist-jax ablate {path} --workdir {work} --out ")
     assert (work / "command.txt").read_text() == before and (tmp_path / "results" / "table.csv").exists()
+    # --baseline pairs the finished grid against another of its points, into another --out, training nothing
+    ablate_cmd.main([str(path), "--workdir", str(work), "--baseline", "b", "--out", str(tmp_path / "vs_b")])
+    assert trained == ["b"] and "Baseline: **b**" in (tmp_path / "vs_b" / "table.md").read_text()
+    flipped = {r["point"]: float(r["test_delta"]) for r in csvrows(tmp_path / "vs_b" / "table.csv")}
+    assert np.isnan(flipped["b"]) and flipped["a"] == pytest.approx(-float(table[1]["test_delta"]))
+    with pytest.raises(errors.ConfigError, match="--baseline 'c' is not a point"):
+        ablate_cmd.main([str(path), "--workdir", str(work), "--baseline", "c", "--out", str(tmp_path / "vs_c")])
+    assert not (tmp_path / "vs_c").exists()
 
 
 def test_sigterm_unwinds_a_grid_like_ctrl_c(tiny_config, tmp_path):

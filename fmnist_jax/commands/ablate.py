@@ -5,11 +5,14 @@ An ablation file (`ablations/*.py`) is code, in the style of big_vision's sweeps
 the points, and `BASELINE` (default: the first point) the reference of the paired tests
 (`fmnist_jax.ablation`). A finished point is skipped and an unfinished one resumes, so an
 interrupted grid is continued by running the command again. `--point` runs a subset, which
-is how `wandb agent` spreads a grid exported with `--export_sweep` over machines.
+is how `wandb agent` spreads a grid exported with `--export_sweep` over machines. `--baseline`
+pairs a finished grid against another of its points (into another `--out`) without training
+again: whether erasing adds to crop + flip is a question the grid's BASELINE does not ask.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from absl import flags
@@ -27,6 +30,7 @@ def _define(fv: flags.FlagValues) -> None:
         "Write table, chart, summaries and command here instead of --workdir (e.g. results/...).",
         flag_values=fv,
     )
+    flags.DEFINE_string("baseline", None, "Compare against this point instead of the grid's BASELINE.", flag_values=fv)
     flags.DEFINE_string(
         "export_sweep", None, "Write the grid as a W&B sweep YAML to this path and exit.", flag_values=fv
     )
@@ -78,12 +82,16 @@ def main(argv: list[str]) -> int:
     spec, rest = argv[0], argv[1:]
     fv = parsing.parse(["--config", spec] + rest, _define, required=("workdir",))
     from fmnist_jax import ablation, config_lib, record, writers  # heavy imports only once the arguments are known good
-    from fmnist_jax.errors import Error
+    from fmnist_jax.errors import ConfigError, Error
 
     try:
         grid = ablation.from_module(config_lib.load_module(spec.split(":", 1)[0]), fv.config)
     except Error as e:
         raise type(e)(f"{spec}: {e}") from None
+    if fv.baseline:
+        if fv.baseline not in {p.name for p in grid.points}:
+            raise ConfigError(f"--baseline {fv.baseline!r} is not a point of {spec}")
+        grid = dataclasses.replace(grid, baseline=fv.baseline)
     overrides = [a for a in rest if a.startswith("--config.")]
     if fv.export_sweep:
         writers.write_text(fv.export_sweep, ablation.sweep_yaml(spec, grid.points, fv.workdir, overrides))
