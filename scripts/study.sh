@@ -22,14 +22,14 @@ cd "$(dirname "$0")/.."
 export JAX_NUM_CPU_DEVICES=${JAX_NUM_CPU_DEVICES:-1}
 OUT=${OUT:-results/study}
 DIR=$OUT/e${EPOCHS:-}
-ablate() {  # ablate GRID NAME [extra ablate flags...]: GRID's points at EPOCHS into $DIR/NAME
-  local grid=$1 name=$2 spec
+ablate() {  # ablate GRID NAME [extra ablate flags...]: GRID's points at EPOCHS into $DIR/NAME; with VS=POINT, the
+  local grid=$1 name=$2 spec  # finished points' table paired against POINT instead, into $DIR/NAME/vs_POINT
   shift 2
   spec="ablations/${grid%%:*}.py"
   if [[ $grid == *:* ]]; then spec+=":${grid#*:}${SMOKE:+,smoke}"; elif [ -n "${SMOKE:-}" ]; then spec+=":smoke"; fi
   # shellcheck disable=SC2086
-  .venv/bin/fmnist-jax ablate "$spec" --workdir "$DIR/$name/grid" --out "$DIR/$name" \
-    --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 ${EXTRA:-} "$@"
+  .venv/bin/fmnist-jax ablate "$spec" --workdir "$DIR/$name/grid" --out "$DIR/$name${VS:+/vs_$VS}" \
+    ${VS:+--baseline "$VS"} --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 ${EXTRA:-} "$@"
   # the W&B offline runs, exported to one committed file (they wait in grid/*/wandb/ for `wandb sync`)
   if compgen -G "$DIR/$name/grid/*/wandb/offline-run-*" > /dev/null; then
     .venv/bin/python scripts/wandb_export.py "$DIR/$name/grid" --out "$DIR/$name/wandb_runs.jsonl"
@@ -67,6 +67,10 @@ case ${1:-} in
       .venv/bin/python scripts/budget_check.py --accepts "$EPOCHS" --out "$DIR/budget_check"
     fi
     ablate augmentation augmentation
+    # what the baseline (flip alone) cannot ask: whether erasing, or flip, adds to crop + flip, the augmentation
+    # configs/best.py deploys; and whether each augmentation beats none at all
+    VS=crop_hflip ablate augmentation augmentation
+    VS=none ablate augmentation augmentation
     # the study's base (configs/study.py) is every one of these grids' baseline: trained once, shared (the same
     # computation under another name); so is the deepest network, the same in both depth grids
     for to in training/grid/base architecture/grid/bn_residual width/grid/w1.0 depth/grid/d122; do

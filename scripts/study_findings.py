@@ -3,7 +3,8 @@ allow and no more.
 
     .venv/bin/python scripts/study_findings.py results/study/e30    # writes results/study/e30/findings.md
 
-Reads every `fmnist-jax ablate --out` folder under the given root (its `grid.json` and `table.csv`). A point
+Reads every `fmnist-jax ablate --out` folder under the given root (its `grid.json` and `table.csv`), and the
+`vs_<point>/` tables within them (`--baseline`: the same grid against another of its points). A point
 "helps" or "hurts" only when its paired val difference from the grid's baseline has a Benjamini-Hochberg adjusted
 p below 0.05; otherwise the line says no difference was shown, with the 95% interval, which says how large a
 difference the grid could have missed. Written so that the README's findings are read off a file that a command
@@ -50,12 +51,13 @@ def point_line(row: dict[str, str], baseline: str) -> str:
     return f"- {what}: {acc}; against {baseline} (val points): {diff}: **{verdict(row)}**"
 
 
-def grid_section(folder: Path) -> str:
+def grid_section(folder: Path, root: Path) -> str:
     grid = json.loads((folder / "grid.json").read_text())
     with open(folder / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     base = next((r for r in rows if r["point"] == grid["baseline"]), None)
-    lines = [f"## {grid['name']} (`{folder.name}/`)", "", f"Budget: {grid['budget']}.", ""]
+    title = f"## {grid['name']} against {grid['baseline']} (`{folder.relative_to(root)}/`)"
+    lines = [title, "", f"Budget: {grid['budget']}.", ""]
     if base is not None:
         lines.append(
             f"Baseline **{grid['baseline']}**: val {100 * _num(base, 'val_acc_mean'):.2f} ± "
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("root", type=Path, help="folder holding the grids' --out folders (results/study/e30)")
     ap.add_argument("--out", type=Path, help="default: ROOT/findings.md")
     a = ap.parse_args(argv)
-    folders = sorted(p.parent for p in a.root.glob("*/grid.json"))
+    folders = sorted(p.parent for pattern in ("*/grid.json", "*/vs_*/grid.json") for p in a.root.glob(pattern))
     if not folders:
         print(f"error: no grid results (*/grid.json) under {a.root}", file=sys.stderr)
         return 2
@@ -82,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Made by `python scripts/study_findings.py {a.root}`. Differences are in val accuracy points, paired over "
         f"the same (fold, seed) members, with 95% t-intervals; a point helps or hurts only where the "
         f"Benjamini-Hochberg adjusted p (over its grid's comparisons) is below {ALPHA}.\n\n"
-        + "\n".join(grid_section(f) for f in folders)
+        + "\n".join(grid_section(f, a.root) for f in folders)
     )
     out = a.out or a.root / "findings.md"
     writers.write_text(out, text)
-    print(f"wrote {out} ({len(folders)} grids)")
+    print(f"wrote {out} ({len(folders)} tables)")
     return 0
 
 

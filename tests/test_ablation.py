@@ -376,12 +376,16 @@ def test_study_findings_give_a_verdict_only_where_the_adjusted_test_allows(tiny_
         (tmp_path / "work" / p.name).mkdir(parents=True)
         (tmp_path / "work" / p.name / "summary.json").write_text(json.dumps(s))
     ablation.write_results("g", points, tmp_path / "work", tmp_path / "study" / "g", "base", "cmd")
+    ablation.write_results("g", points, tmp_path / "work", tmp_path / "study" / "g" / "vs_up", "up", "cmd")
     script = [sys.executable, str(REPO / "scripts/study_findings.py")]
     done = subprocess.run([*script, str(tmp_path / "study")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    lines = {ln.split("**")[1]: ln for ln in (tmp_path / "study/findings.md").read_text().splitlines() if "- **" in ln}
+    text = (tmp_path / "study/findings.md").read_text()
+    main, vs_up = text.split("## g against up (`g/vs_up/`)")  # the --baseline table follows its grid's own
+    lines = {ln.split("**")[1]: ln for ln in main.splitlines() if "- **" in ln}
     assert lines["up"].endswith("**helps**") and lines["down"].endswith("**hurts**")
     assert lines["noise"].endswith("**no difference shown**") and "against base (val points): +0.00 [" in lines["noise"]
+    assert "- **base** (`" in vs_up and "against up (val points): -" in vs_up.split("- **base**")[1].splitlines()[0]
     empty = subprocess.run([*script, str(tmp_path / "work")], capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no grid results" in empty.stderr
 
