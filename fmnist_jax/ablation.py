@@ -124,13 +124,14 @@ def expand(base: ml_collections.ConfigDict, grid: Sequence[tuple[str, dict[str, 
     return points
 
 
-def from_module(module: ModuleType, base: ml_collections.ConfigDict) -> Grid:
+def from_module(module: ModuleType, base: ml_collections.ConfigDict, baseline: str | None = None) -> Grid:
     """The grid an ablation module defines over `base` (its `get_config(arg)`, overridden as the user asked);
-    every point validated and within the parameter budget before anything trains."""
+    every point validated and within the parameter budget before anything trains. `baseline` (default: the
+    module's BASELINE, else its first point) is the point the paired tests compare against."""
     points = expand(base, module.get_grid(base))
-    baseline = getattr(module, "BASELINE", points[0].name)
+    baseline = baseline or getattr(module, "BASELINE", points[0].name)
     if baseline not in {p.name for p in points}:
-        raise ConfigError(f"BASELINE {baseline!r} is not a grid point")
+        raise ConfigError(f"baseline {baseline!r} is not a point of the grid")
     check_budgets(points)
     return Grid(base.name, points, baseline)
 

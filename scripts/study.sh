@@ -29,9 +29,11 @@ ablate() {  # ablate GRID NAME [extra ablate flags...]: GRID's points at EPOCHS 
   if [[ $grid == *:* ]]; then spec+=":${grid#*:}${SMOKE:+,smoke}"; elif [ -n "${SMOKE:-}" ]; then spec+=":smoke"; fi
   # shellcheck disable=SC2086
   .venv/bin/fmnist-jax ablate "$spec" --workdir "$DIR/$name/grid" --out "$DIR/$name${VS:+/vs_$VS}" \
-    ${VS:+--baseline "$VS"} --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 ${EXTRA:-} "$@"
-  # the W&B offline runs, exported to one committed file (they wait in grid/*/wandb/ for `wandb sync`)
-  if compgen -G "$DIR/$name/grid/*/wandb/offline-run-*" > /dev/null; then
+    ${VS:+--baseline "$VS"} --progress=false --config.train.epochs="$EPOCHS" --config.checkpoint.max_to_keep=1 \
+    ${EXTRA:-} "$@"
+  # the W&B offline runs, exported to one committed file (they wait in grid/*/wandb/ for `wandb sync`); a VS
+  # table trains nothing, so the grid's own call has exported them already
+  if [ -z "${VS:-}" ] && compgen -G "$DIR/$name/grid/*/wandb/offline-run-*" > /dev/null; then
     .venv/bin/python scripts/wandb_export.py "$DIR/$name/grid" --out "$DIR/$name/wandb_runs.jsonl"
   fi
 }

@@ -168,7 +168,7 @@ def test_partial_grid_resumes_and_skips_finished_points(tiny_config, tmp_path, m
     assert trained == ["b"] and "Baseline: **b**" in (tmp_path / "vs_b" / "table.md").read_text()
     flipped = {r["point"]: float(r["test_delta"]) for r in csvrows(tmp_path / "vs_b" / "table.csv")}
     assert np.isnan(flipped["b"]) and flipped["a"] == pytest.approx(-float(table[1]["test_delta"]))
-    with pytest.raises(errors.ConfigError, match="--baseline 'c' is not a point"):
+    with pytest.raises(errors.ConfigError, match="baseline 'c' is not a point of the grid"):
         ablate_cmd.main([str(path), "--workdir", str(work), "--baseline", "c", "--out", str(tmp_path / "vs_c")])
     assert not (tmp_path / "vs_c").exists()
 

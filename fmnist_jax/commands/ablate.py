@@ -12,7 +12,6 @@ again: whether erasing adds to crop + flip is a question the grid's BASELINE doe
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from absl import flags
@@ -82,16 +81,12 @@ def main(argv: list[str]) -> int:
     spec, rest = argv[0], argv[1:]
     fv = parsing.parse(["--config", spec] + rest, _define, required=("workdir",))
     from fmnist_jax import ablation, config_lib, record, writers  # heavy imports only once the arguments are known good
-    from fmnist_jax.errors import ConfigError, Error
+    from fmnist_jax.errors import Error
 
     try:
-        grid = ablation.from_module(config_lib.load_module(spec.split(":", 1)[0]), fv.config)
+        grid = ablation.from_module(config_lib.load_module(spec.split(":", 1)[0]), fv.config, fv.baseline)
     except Error as e:
         raise type(e)(f"{spec}: {e}") from None
-    if fv.baseline:
-        if fv.baseline not in {p.name for p in grid.points}:
-            raise ConfigError(f"--baseline {fv.baseline!r} is not a point of {spec}")
-        grid = dataclasses.replace(grid, baseline=fv.baseline)
     overrides = [a for a in rest if a.startswith("--config.")]
     if fv.export_sweep:
         writers.write_text(fv.export_sweep, ablation.sweep_yaml(spec, grid.points, fv.workdir, overrides))
