@@ -521,5 +521,5 @@ def run(
     run_grid(grid.points, workdir, only, progress, pack)
     table = write_results(grid.name, grid.points, workdir, Path(out or workdir), grid.baseline, command)
     if not only and not os.environ.get(tracking.SWEEP_ENV):  # the whole grid's table, once it is this process's
-        tracking.log_table(grid.points[0].config, workdir, grid.name, table)
+        tracking.log_table(grid.points[0].config, workdir, grid.name, table, grid.baseline)
     return table

@@ -198,9 +198,10 @@ class WandbWriter:
             self._guard("finish", self._finish)
 
 
-def _side_run(config: ml_collections.ConfigDict, workdir: Path, what: str, **kw: Any) -> Any:
+def _side_run(config: ml_collections.ConfigDict, workdir: Path, what: str, /, **kw: Any) -> Any:
     """A short W&B run of the config's project and group for an artifact or a table; None (with a warning) when
-    W&B cannot start. Online falls back to offline like the training runs."""
+    W&B cannot start. Online falls back to offline like the training runs. `kw` go to `wandb.init` (the run's own
+    `config` among them: hence the positional-only parameters)."""
     import wandb
 
     w = config.wandb
@@ -224,15 +225,23 @@ def _side_run(config: ml_collections.ConfigDict, workdir: Path, what: str, **kw:
 
 
 def log_table(
-    config: ml_collections.ConfigDict, workdir: str | Path, name: str, rows: Sequence[dict[str, Any]]
+    config: ml_collections.ConfigDict, workdir: str | Path, name: str, rows: Sequence[dict[str, Any]], baseline: str
 ) -> None:
     """An ablation's table (deltas, 95% CIs, raw and adjusted p) as a `wandb.Table` in a run of job type
-    'ablation-table' in the ablation's group, next to the points' runs (offline: `wandb sync` it)."""
+    'ablation-table' in the ablation's group, next to the points' runs (offline: `wandb sync` it). The run is
+    named `<grid>-vs-<baseline>`: one grid's tables against different baselines must not share a name."""
     if config.wandb.mode == "disabled" or not rows:
         return
     import wandb
 
-    run = _side_run(config, Path(workdir), "table", job_type="ablation-table", name=f"{name}-table")
+    run = _side_run(
+        config,
+        Path(workdir),
+        "table",
+        job_type="ablation-table",
+        name=f"{name}-vs-{baseline}",
+        config={"grid": name, "baseline": baseline},
+    )
     if run is None:
         return
     columns = list(rows[0])

@@ -72,6 +72,17 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and out.read_text() == "{not json"
 
 
+def test_tables_against_different_baselines_are_different_runs(tiny_config, tmp_path):
+    tiny_config.wandb.mode = "offline"
+    for baseline in ("a", "b"):
+        rows = [{"point": p, "delta": 0.0 if p == baseline else 1.0} for p in ("a", "b")]
+        tracking.log_table(tiny_config, tmp_path, "grid", rows, baseline)
+    wandb.teardown()
+    runs = [tracking.offline_export(d) for d in sorted((tmp_path / "wandb").glob("offline-run-*"))]
+    assert sorted(r["name"] for r in runs) == ["grid-vs-a", "grid-vs-b"]
+    assert all(r["job_type"] == "ablation-table" and r["config"]["baseline"] == r["name"][-1] for r in runs)
+
+
 class _FailingRun:
     def __init__(self):
         self.finished = False
