@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -220,8 +219,10 @@ def _latest_epoch(d: Path) -> int:
 def run_grid(
     points: Sequence[Point], workdir: str | Path, only: Sequence[str] = (), progress: bool = True, pack: str = "auto"
 ) -> None:
-    """Train every (selected) point that has not finished, packed into programs as `pack` says (`packs`);
-    each point's wall time (a packed point's share of its program's) accumulates in ablate.json."""
+    """Train every (selected) point that has not finished, packed into programs as `pack` says (`packs`).
+
+    Each point's wall time is its summary's `wall_seconds`, which its checkpoints carry from segment to segment
+    (a packed point's is its program's: `build_table` shares it out)."""
     workdir = Path(workdir)
     unknown = set(only) - {p.name for p in points}
     if unknown:
@@ -238,18 +239,10 @@ def run_grid(
             packed = f", packed with {len(group) - 1} more" if len(group) > 1 else ""
             print(f"{heads[p.name]}: {verb}{packed}", flush=True)
             (workdir / p.name).mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        try:
-            if len(group) == 1:
-                summaries = [train.train_and_evaluate(group[0].config, workdir / group[0].name, progress=progress)]
-            else:
-                summaries = train.train_packed([(p.config, workdir / p.name) for p in group], progress=progress)
-        finally:
-            for p in group:
-                path = workdir / p.name / "ablate.json"
-                record = json.loads(path.read_text()) if path.exists() else {}
-                record["wall_s"] = record.get("wall_s", 0.0) + (time.perf_counter() - t0) / len(group)
-                write_json(path, record, indent=None)
+        if len(group) == 1:
+            summaries = [train.train_and_evaluate(group[0].config, workdir / group[0].name, progress=progress)]
+        else:
+            summaries = train.train_packed([(p.config, workdir / p.name) for p in group], progress=progress)
         for s in summaries:
             print(train.format_summary(s), flush=True)
 
@@ -266,7 +259,6 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
         s = summaries.get(p.name)
         if s is None:
             continue
-        extra = workdir / p.name / "ablate.json"
         row = {
             "point": p.name,
             "overrides": p.describe(),
@@ -277,7 +269,7 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
             "val_acc_std": s["val_accuracy"]["std"],
             "test_acc_mean": s["test_accuracy"]["mean"],
             "test_acc_std": s["test_accuracy"]["std"],
-            "wall_s": json.loads(extra.read_text())["wall_s"] if extra.exists() else float("nan"),
+            "wall_s": _wall(s, workdir / p.name),
         }
         for split in ("test", "val"):
             compared = (np.nan,) * 4
@@ -290,6 +282,15 @@ def build_table(points: Sequence[Point], workdir: str | Path, baseline: str) -> 
         for row, adjusted in zip(rows, stats.adjust([r[f"{split}_p"] for r in rows])):
             row[f"{split}_p_adj"] = adjusted
     return rows
+
+
+def _wall(s: dict[str, Any], point_dir: Path) -> float:
+    """A point's wall time: its share of its program's `wall_seconds`. Points trained before summaries kept it
+    have theirs in ablate.json, which lost any segment that ended without cleanup (NaN if it has none)."""
+    if "wall_seconds" in s:
+        return s["wall_seconds"] / (1 + len(s.get("packed_with", ())))
+    legacy = point_dir / "ablate.json"
+    return json.loads(legacy.read_text())["wall_s"] if legacy.exists() else float("nan")
 
 
 def _weight_average(s: dict[str, Any]) -> dict[str, float]:

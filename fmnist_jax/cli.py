@@ -37,8 +37,8 @@ def usage() -> str:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """Unwind like Ctrl-C, so that a run's `finally` blocks still wait for pending checkpoint writes, close its W&B
-    runs and add the segment's wall time to ablate.json; Python's default for SIGTERM skips them all."""
+    """Unwind like Ctrl-C, so that a run's `finally` blocks still wait for pending checkpoint writes and close its
+    W&B runs; Python's default for SIGTERM skips them all."""
     raise KeyboardInterrupt("SIGTERM")
 
 

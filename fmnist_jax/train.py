@@ -352,11 +352,13 @@ def summarize(
     val: dict[str, dict[str, np.ndarray]],
     test: dict[str, dict[str, np.ndarray]],
     epoch_seconds: list[float],
+    wall_seconds: float,
     part: Part | None = None,
 ) -> dict[str, Any]:
     """A part's summary (the first: a plain run's) from `evaluate_splits`' val ({} without held-out data,
     `cv.holdout` false: val entries are then None) and test; the weight average's, if kept, under `ema`.
-    Time and throughput are the whole program's, which a packed part shares (`packed_with`)."""
+    Time and throughput are the whole program's, which a packed part shares (`packed_with`): `train_seconds`
+    the epochs' alone, `wall_seconds` (see `_train`) also loading, compiling, evaluating and saving."""
     part = part or exp.parts[0]
     imgs = exp.steps_per_epoch * exp.batch_size * len(exp.members)
     steady = epoch_seconds[1:] or epoch_seconds  # epoch 1 includes compilation
@@ -371,6 +373,7 @@ def summarize(
         "epochs": exp.config.train.epochs,
         "steps_per_epoch": exp.steps_per_epoch,
         "train_seconds": float(sum(epoch_seconds)),
+        "wall_seconds": float(wall_seconds),
         "train_images_per_s": imgs / float(np.median(steady)),
         "devices": exp.mesh.size,
         "processes": jax.process_count(),
@@ -392,19 +395,23 @@ def format_summary(s: dict[str, Any]) -> str:
     )
 
 
-def _meta(exp: Experiment, part: Part, epoch_seconds: list[float]) -> dict[str, Any]:
-    """A part's checkpoint JSON item: enough to rebuild its state without data and to refuse a different run."""
+def _meta(exp: Experiment, part: Part, epoch_seconds: list[float], wall_seconds: float) -> dict[str, Any]:
+    """A part's checkpoint JSON item: enough to rebuild its state without data and to refuse a different run,
+    and the run's times so far, which resume carries on from."""
     return {
         "config": part.config.to_dict(),
         "data_digest": exp.dataset.digest,
         "steps_per_epoch": exp.steps_per_epoch,
         "members": [dataclasses.asdict(m) for m in part.members],
         "epoch_seconds": epoch_seconds,
+        "wall_seconds": wall_seconds,
     }
 
 
-def _resume(exp: Experiment, mngrs: list, workdirs: list[Path]) -> tuple[steps.TrainState, int, list[float]]:
-    """(state, finished epochs, their durations): from the parts' latest checkpoints if there are any, else fresh.
+def _resume(exp: Experiment, mngrs: list, workdirs: list[Path]) -> tuple[steps.TrainState, int, list[float], float]:
+    """(state, finished epochs, their durations, the run's wall time up to their save): from the parts' latest
+    checkpoints if there are any, else fresh. A checkpoint saved before `wall_seconds` was kept gives its epochs'
+    durations alone as its wall time, short by its segments' startup and evaluation.
 
     Checkpoints hold the real members only, so one saved on any device or process count resumes here:
     the padding slots are copied again from their members (`members.pad`), as a fresh run makes them.
@@ -413,7 +420,7 @@ def _resume(exp: Experiment, mngrs: list, workdirs: list[Path]) -> tuple[steps.T
     """
     latest = [m.latest_step() for m in mngrs]
     if all(s is None for s in latest):
-        return init_state(exp), 0, []
+        return init_state(exp), 0, [], 0.0
     if len(set(latest)) > 1:
         names = ", ".join(f"{p.config.name} at {s or 0}" for p, s in zip(exp.parts, latest))
         raise RunError(f"packed points must resume from the same epoch ({names}); train them apart")
@@ -424,7 +431,9 @@ def _resume(exp: Experiment, mngrs: list, workdirs: list[Path]) -> tuple[steps.T
     # one static model and optimiser (a part's own steps with its `Recipe`), so the parts' states stack
     parts = [state.replace(tx=exp.tx, apply_fn=exp.model.apply) for _, (state, _) in loaded]
     state = parts[0] if len(parts) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-    return members.pad(state, exp.mesh), epochs.pop(), list(loaded[0][1][1]["epoch_seconds"])
+    meta = loaded[0][1][1]
+    wall = meta.get("wall_seconds", sum(meta["epoch_seconds"]))
+    return members.pad(state, exp.mesh), epochs.pop(), list(meta["epoch_seconds"]), wall
 
 
 def _restore_part(exp: Experiment, part: Part, mngr, workdir: Path) -> tuple[int, tuple[steps.TrainState, dict]]:
@@ -516,6 +525,7 @@ def train_packed(
     """
     if not runs:
         raise ConfigError("train_packed needs at least one (config, workdir)")
+    started = time.perf_counter()  # the run's wall time counts loading the data and compiling too
     (first, _), rest = runs[0], runs[1:]
     workdirs = [Path(w) for _, w in runs]
     if len(set(workdirs)) != len(workdirs):
@@ -528,7 +538,7 @@ def train_packed(
     with contextlib.ExitStack() as stack:
         for w in workdirs:
             stack.enter_context(workdir_lock(w))
-        return _train(exp, workdirs, progress, writer)
+        return _train(exp, workdirs, progress, writer, started)
 
 
 @contextlib.contextmanager
@@ -597,10 +607,22 @@ def _open_part(exp: Experiment, part: Part, workdir: Path, start: int) -> tracki
     return tracking.WandbWriter(config, part.members, workdir, extra=extra, resume=start > 0)
 
 
-def _train(exp: Experiment, workdirs: list[Path], progress: bool, writer: MetricWriter | None) -> list[dict[str, Any]]:
+def _train(
+    exp: Experiment, workdirs: list[Path], progress: bool, writer: MetricWriter | None, started: float
+) -> list[dict[str, Any]]:
+    """The loop of `train_packed`, which began at `started` (perf_counter).
+
+    The run's wall time is saved with each checkpoint and carried on at resume, so a segment that ends without
+    cleanup (`kill -9`, a machine's stop) keeps what it spent up to its last save; the time after that save is
+    not counted, as the epochs it trained are trained again.
+    """
     config, main = exp.config, distributed.is_main()
     mngrs = [checkpoints.manager(w, config.checkpoint.max_to_keep) for w in workdirs]
-    state, start, epoch_seconds = _resume(exp, mngrs, workdirs)
+    state, start, epoch_seconds, wall_before = _resume(exp, mngrs, workdirs)
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - started
+
     found = [_finished(w, start, config.train.epochs) for w in workdirs]
     if distributed.broadcast(all(s is not None for s in found)):  # process 0 decides; the others read the same
         for m in mngrs:
@@ -639,16 +661,17 @@ def _train(exp: Experiment, workdirs: list[Path], progress: bool, writer: Metric
                     out.write(_rows(part, epoch + 1, train=train_m, **val_m))
             if (every and (epoch + 1) % every == 0) or last:
                 # every process saves its shards; each part's checkpoint holds its real members only (any devices)
-                real = members.unpad(state, len(exp.members), exp.mesh)
+                real, so_far = members.unpad(state, len(exp.members), exp.mesh), wall()
                 for part, mngr in zip(exp.parts, mngrs):
                     own = real if len(exp.parts) == 1 else _slice(real, part, exp.mesh)
-                    checkpoints.save(mngr, epoch + 1, own, _meta(exp, part, epoch_seconds))
+                    checkpoints.save(mngr, epoch + 1, own, _meta(exp, part, epoch_seconds, so_far))
             shown = {"train": train_m} | val_m
             epochs.set_postfix({f"{k}_acc": f"{m['accuracy'].mean():.4f}" for k, m in shown.items()})
         if val_m is None:  # restored the final checkpoint of a run killed before its summary
             val_m = evaluate_splits(exp, state, "val")[0] if exp.holdout else {}
         tests, test_logits = evaluate_splits(exp, state, "test")
-        summaries = [summarize(exp, val_m, tests, epoch_seconds, part) for part in exp.parts]
+        so_far = wall()  # one program: its parts share one wall time
+        summaries = [summarize(exp, val_m, tests, epoch_seconds, so_far, part) for part in exp.parts]
         for part, w, summary, tracker in zip(exp.parts, workdirs, summaries, trackers):
             if main:
                 write_json(w / "summary.json", summary)

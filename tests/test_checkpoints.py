@@ -89,9 +89,18 @@ def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path, ha
     proc.wait()
     assert checkpoints.manager(workdir, create=False).all_steps() == steps
     assert not (workdir / "summary.json").exists()
+    killed = checkpoints.read_meta(checkpoints.manager(workdir, create=False))[1]
 
+    t0 = time.perf_counter()
     assert _drive(tmp_path, config, workdir).wait(timeout=300) == 0
+    second = time.perf_counter() - t0
     resumed = json.loads((workdir / "summary.json").read_text())
+    # the killed segment's wall time up to its last save (loading and compiling too) is kept, and the resumed
+    # segment's, at least its epochs and at most its process's life, is added to it
+    final = checkpoints.read_meta(checkpoints.manager(workdir, create=False))[1]
+    assert killed["wall_seconds"] > sum(killed["epoch_seconds"]) > 0
+    lower = killed["wall_seconds"] + sum(final["epoch_seconds"][resumed_from:])
+    assert lower <= resumed["wall_seconds"] <= killed["wall_seconds"] + second
     assert json.loads((workdir / "record.json").read_text())["resumed_from_epoch"] == resumed_from
     for key in ("val_accuracy", "test_accuracy"):
         chex.assert_trees_all_close(resumed[key], ref_summary[key])
