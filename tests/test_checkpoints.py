@@ -87,9 +87,11 @@ def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path, ha
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert checkpoints.manager(workdir, create=False).all_steps() == steps
+    mngr = checkpoints.manager(workdir, create=False)
+    assert mngr.all_steps() == steps
     assert not (workdir / "summary.json").exists()
-    killed = checkpoints.read_meta(checkpoints.manager(workdir, create=False))[1]
+    killed = checkpoints.read_meta(mngr)[1]
+    mngr.close()  # it lists the steps it found; the resumed run's are read by a fresh one below
 
     t0 = time.perf_counter()
     assert _drive(tmp_path, config, workdir).wait(timeout=300) == 0
