@@ -99,7 +99,8 @@ def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path, ha
     resumed = json.loads((workdir / "summary.json").read_text())
     # the killed segment's wall time up to its last save (loading and compiling too) is kept, and the resumed
     # segment's, at least its epochs and at most its process's life, is added to it
-    final = checkpoints.read_meta(checkpoints.manager(workdir, create=False))[1]
+    final = checkpoints.read_meta(mngr := checkpoints.manager(workdir, create=False))[1]
+    mngr.close()
     assert killed["wall_seconds"] > sum(killed["epoch_seconds"]) > 0
     lower = killed["wall_seconds"] + sum(final["epoch_seconds"][resumed_from:])
     assert lower <= resumed["wall_seconds"] <= killed["wall_seconds"] + second
