@@ -15,13 +15,10 @@ process 0) and process 0 alone records the digests; the folder must be one every
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from fmnist_jax import config_lib, members, models, steps
+from fmnist_jax import config_lib, members, models, steps, stops
 from fmnist_jax.errors import CheckpointDamaged, CheckpointMismatch, NoCheckpoint
 from fmnist_jax.writers import write_json
 
@@ -57,7 +54,7 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: steps.TrainState, meta:
     checks it, so flipped or truncated bytes are found instead of silently evaluated. Every process of a
     multi-process run calls this; the digests are written by process 0 once Orbax has committed the step.
     """
-    with _stops_deferred():
+    with stops.deferred():
         mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
         mngr.wait_until_finished()
         if jax.process_index() != 0:
@@ -65,28 +62,6 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: steps.TrainState, meta:
         kept = {str(s) for s in mngr.all_steps()}
         digests = {s: d for s, d in _digests(mngr).items() if s in kept} | {str(epoch): _digest(mngr, epoch)}
         write_json(Path(mngr.directory) / DIGESTS, digests)
-
-
-@contextlib.contextmanager
-def _stops_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then deliver the first one to its own handler.
-
-    A KeyboardInterrupt that lands inside Orbax's synchronous part of a save leaves the step without its commit
-    marker (seen once in tests/test_ablation.py's SIGTERM test): resume skips it, but the epoch is lost. Deferred,
-    the stop lands a save later (a fraction of a second at this size) and every step on disk is whole. Signal
-    handlers belong to the main thread; elsewhere nothing is deferred.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if main and signal.getsignal(s) is not None]
-    caught: list[int] = []
-    previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if caught:
-            signal.raise_signal(caught[0])
 
 
 def digest(workdir: str | Path, epoch: int) -> str:

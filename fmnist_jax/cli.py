@@ -4,17 +4,15 @@ Each command is one module of `fmnist_jax.commands` with `main(argv) -> int`, im
 it is run, so `fmnist-jax --help` loads no JAX. Bad input (unknown config key, wrong type, a model
 over budget, missing or corrupt data or checkpoint) ends with one clear message and exit code 2,
 never a traceback; a diverged training stops with one line and exit code 1. SIGTERM (a scheduler's, a
-session's or `kill`'s stop) unwinds like Ctrl-C, with one line and exit code 143 (Ctrl-C: 130).
+session's or `kill`'s stop) unwinds like Ctrl-C (`fmnist_jax.stops`), with one line and exit code 143 (Ctrl-C: 130).
 """
 
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
-from typing import Any
 
-from fmnist_jax import errors
+from fmnist_jax import errors, stops
 from fmnist_jax.commands.parsing import UsageError
 
 COMMANDS = {
@@ -36,12 +34,6 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    """Unwind like Ctrl-C, so that a run's `finally` blocks still wait for pending checkpoint writes and close its
-    W&B runs; Python's default for SIGTERM skips them all."""
-    raise KeyboardInterrupt("SIGTERM")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -50,25 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"fmnist-jax: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    before = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        module = importlib.import_module(COMMANDS[argv[0]][0])
-        return module.main(argv[1:])
-    except KeyboardInterrupt as e:
-        sigterm = e.args == ("SIGTERM",)
-        print(f"fmnist-jax {argv[0]}: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
-        return 143 if sigterm else 130
-    except (UsageError, errors.Error) as e:
-        print(f"fmnist-jax {argv[0]}: error: {e}", file=sys.stderr)
-        return 2
-    except (FileExistsError, NotADirectoryError) as e:  # --workdir/--out naming a file
-        print(f"fmnist-jax {argv[0]}: error: {e.filename} exists and is not a folder", file=sys.stderr)
-        return 2
-    except errors.Diverged as e:
-        print(f"fmnist-jax {argv[0]}: {e}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    with stops.sigterm_unwinds():
+        try:
+            module = importlib.import_module(COMMANDS[argv[0]][0])
+            return module.main(argv[1:])
+        except KeyboardInterrupt as e:
+            sigterm = e.args == ("SIGTERM",)
+            print(f"fmnist-jax {argv[0]}: stopped by {'SIGTERM' if sigterm else 'Ctrl-C'}", file=sys.stderr)
+            return 143 if sigterm else 130
+        except (UsageError, errors.Error) as e:
+            print(f"fmnist-jax {argv[0]}: error: {e}", file=sys.stderr)
+            return 2
+        except (FileExistsError, NotADirectoryError) as e:  # --workdir/--out naming a file
+            print(f"fmnist-jax {argv[0]}: error: {e.filename} exists and is not a folder", file=sys.stderr)
+            return 2
+        except errors.Diverged as e:
+            print(f"fmnist-jax {argv[0]}: {e}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmnist_jax import backend, data, drift, exporter, images, steps
+from fmnist_jax import backend, data, drift, exporter, images, steps, stops
 from fmnist_jax.errors import Diverged, Error
 from fmnist_jax.metrics import Metrics
 from fmnist_jax.writers import write_json
@@ -202,6 +202,7 @@ def finetune(
         order = rng.permutation(len(images_u8))[: n_steps * batch_size].reshape(n_steps, batch_size)
         total: Metrics | None = None
         for idx in order:
+            stops.check()
             state, m = train_step(state, x, y, jnp.asarray(idx, jnp.int32))
             total = m if total is None else total.merge(m)
         assert total is not None

@@ -40,6 +40,7 @@ from fmnist_jax import (
     models,
     stats,
     steps,
+    stops,
     tracking,
     validate,
 )
@@ -250,6 +251,7 @@ def train_epoch(
         leave=False,
     )
     for step in range(exp.steps_per_epoch):
+        stops.check()
         state, m = exp.train_step(state, a["train_images"], a["train_labels"], order[step])
         total = m if total is None else total.merge(m)
         bar.update(exp.batch_size * len(exp.members))

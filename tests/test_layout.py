@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fmnist_jax"
 LAYERS = [
     {"errors"},
     {"writers", "backend", "stats", "artifact", "config_lib", "data", "augment", "images", "metrics", "models"}
-    | {"distributed", "drift", "feedback"},
+    | {"distributed", "drift", "feedback", "stops"},
     {"steps", "members", "record", "tracking", "plots", "monitoring"},
     {"validate", "checkpoints"},
     {"restore"},
