@@ -76,3 +76,11 @@ def tiny(data_dir: Path):
     c.optim.lr = 1e-2
     c.wandb.mode = "disabled"  # tests opt in to W&B (offline) explicitly
     return c
+
+
+def tiny_flags(data_dir: Path) -> list[str]:
+    """`tiny`'s overrides as `fmnist-jax train` flags over configs/default.py, for tests that go through the CLI."""
+    flags = [f"--config.data.dir={data_dir}", "--config.data.verify=false", "--config.wandb.mode=disabled"]
+    flags += ["--config.cv.k=3", "--config.cv.folds=(0,1)", "--config.model.widths=(8,16)"]
+    flags += ["--config.model.depths=(1,1)", "--config.train.epochs=3", "--config.train.batch_size=16"]
+    return [*flags, "--config.eval.batch_size=64", "--config.optim.lr=1e-2"]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_flags
 
 from fmnist_jax import cli, stops
 
@@ -42,12 +43,11 @@ def test_a_swallowed_sigterm_is_raised_again_by_check(sigterm_in_a_gc_callback):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_training_whose_sigterm_was_swallowed_stops_with_143(tiny_config, tmp_path, sigterm_in_a_gc_callback, capsys):
+def test_a_training_whose_sigterm_was_swallowed_stops_with_143(
+    tiny_data_dir, tmp_path, sigterm_in_a_gc_callback, capsys
+):
     """Before `stops.check()` ran once a step, this run trained all its epochs and exited 0."""
-    args = ["train", "--config", DEFAULT, "--workdir", str(tmp_path), "--noprogress"]
-    args += [f"--config.data.dir={tiny_config.data.dir}", "--config.data.verify=false", "--config.wandb.mode=disabled"]
-    args += ["--config.cv.k=3", "--config.cv.folds=(0,)", "--config.model.widths=(8,16)", "--config.model.depths=(1,1)"]
-    args += ["--config.train.batch_size=16", "--config.train.epochs=3"]
+    args = ["train", "--config", DEFAULT, "--workdir", str(tmp_path), "--noprogress", *tiny_flags(tiny_data_dir)]
     assert cli.main(args) == 143
     assert [repr(e) for e in sigterm_in_a_gc_callback] == ["KeyboardInterrupt('SIGTERM')"]
     assert capsys.readouterr().err.splitlines()[-1] == "fmnist-jax train: stopped by SIGTERM"

@@ -10,6 +10,8 @@ import chex
 import numpy as np
 import pytest
 
+from conftest import tiny_flags
+
 from fmnist_jax import cli, config_lib, exporter, reporting, restore, train
 from fmnist_jax.errors import ConfigError, Diverged, RunError, WorkdirBusy
 from fmnist_jax.record import ISA_FLAGS
@@ -118,14 +120,7 @@ def test_divergence_stops_before_anything_non_finite_is_written(tiny_config, tmp
         "--workdir",
         str(tmp_path / "b"),
         "--config.normalize.std=1e-38",
-    ]
-    args += [f"--config.data.dir={tiny_config.data.dir}", "--config.data.verify=false", "--config.wandb.mode=disabled"]
-    args += [
-        "--config.cv.k=3",
-        "--config.cv.folds=(0,1)",
-        "--config.model.widths=(8,16)",
-        "--config.model.depths=(1,1)",
-        "--config.train.batch_size=16",
+        *tiny_flags(Path(tiny_config.data.dir)),
     ]
     assert cli.main([*args, "--noprogress"]) == 1
     err = capsys.readouterr().err.strip()
