@@ -580,3 +580,35 @@ def test_the_points_the_study_shares_compute_the_same():
     depth, fixed = points("depth"), points("depth", "fixed")
     assert config_lib.differences(depth["d333"], fixed["d333"]) == []
     assert config_lib.differences(depth["d222"], fixed["d222"]) != []  # the other depths differ in width
+
+
+def test_study_parallel_trains_each_computation_once(tmp_path):
+    """scripts/study_parallel.py (the study's grids as programs side by side on an accelerator) plans each
+    computation once: the study's base is trained as training's `base` and copied to width's `w1.0` once that has
+    finished, depth:fixed's d333 to depth's; a finished point is not planned again; bad arguments exit 2."""
+    study_parallel = config_lib.load_module(REPO / "scripts" / "study_parallel.py")
+    grids = [("training", "training"), ("width", "width"), ("depth_fixed", "depth:fixed"), ("depth", "depth")]
+    jobs, copies = study_parallel.plan(grids, tmp_path, 3)
+    planned = [(job["name"], p) for job in jobs for p in job["points"]]
+    assert len(planned) == len(set(planned)) == 8 + 3 + 5 + 3  # depth's d122 and d333, width's w1.0 are copies
+    assert {(s.relative_to(tmp_path).as_posix(), d.relative_to(tmp_path).as_posix()) for s, d in copies} == {
+        ("training/grid/base", "width/grid/w1.0"),
+        ("training/grid/base", "depth/grid/d122"),
+        ("depth_fixed/grid/d333", "depth/grid/d333"),
+    }
+    base = tmp_path / "training/grid/base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")
+    assert len(study_parallel.copy_finished(copies)) == 3  # base is in flight: nothing to copy yet
+    (base / "summary.json").write_text('{"epochs": 3}')
+    assert [d.name for _, d in study_parallel.copy_finished(copies)] == ["d333"]
+    assert json.loads((tmp_path / "width/grid/w1.0/summary.json").read_text()) == {"epochs": 3}
+    jobs, copies = study_parallel.plan(grids, tmp_path, 3)
+    assert ("training", "base") not in [(job["name"], p) for job in jobs for p in job["points"]]
+    assert len(copies) == 1
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "scripts/study_parallel.py"), "--dir", str(tmp_path), "--epochs", "3", "width"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
