@@ -601,12 +601,27 @@ def _open_part(exp: Experiment, part: Part, workdir: Path, start: int) -> tracki
         record["packed_with"] = [p.config.name for p in exp.parts if p is not part]
     if exp.teachers:
         record["teachers"] = [t.identity() for t in exp.teachers]
-    write_json(workdir / "record.json", record | ({"resumed_from_epoch": start} if start else {}), default=str)
+    if start:
+        record |= {"resumed_from_epoch": start, "earlier_segments": _earlier_segments(workdir / "record.json")}
+    write_json(workdir / "record.json", record, default=str)
     _keep_rows(workdir / "metrics.jsonl", start)
     if config.wandb.mode == "disabled":
         return None
     extra = {"params": exp.n_params, "data_digest": exp.dataset.digest}
     return tracking.WandbWriter(config, part.members, workdir, extra=extra, resume=start > 0)
+
+
+def _earlier_segments(path: Path) -> list[dict[str, Any]]:
+    """The records of a resumed run's earlier segments, oldest first, without their configs (the run's own): a
+    run can be resumed on another machine (a GPU's epochs finished on a CPU), and every segment's devices, CPU
+    and versions stay on record."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    earlier = old.pop("earlier_segments", [])
+    old.pop("config", None)
+    return [*earlier, old]
 
 
 def _train(

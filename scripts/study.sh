@@ -39,8 +39,10 @@ ablate() {  # ablate GRID NAME [extra ablate flags...]: GRID's points at EPOCHS 
 }
 share() {  # share FROM TO: a finished point's results, for a point of the same computation elsewhere
   if [ ! -e "$2/summary.json" ]; then  # (`ablate` refuses a copy whose config differs from its point's)
-    mkdir -p "$2"
-    cp "$1"/{config,record,metrics,summary,ablate}.json* "$2/"
+    mkdir -p "$2"  # ablate.json only where a point trained before 2026-12-03; summary last: it marks the copy done
+    for f in config.json record.json metrics.jsonl ablate.json summary.json; do
+      if [ -e "$1/$f" ]; then cp "$1/$f" "$2/"; fi
+    done
   fi
 }
 epochs_of() { .venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["train"]["epochs"])' "$1"; }

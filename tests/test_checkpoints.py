@@ -104,7 +104,11 @@ def test_sigkill_then_resume_ends_like_uninterrupted_run(reference, tmp_path, ha
     assert killed["wall_seconds"] > sum(killed["epoch_seconds"]) > 0
     lower = killed["wall_seconds"] + sum(final["epoch_seconds"][resumed_from:])
     assert lower <= resumed["wall_seconds"] <= killed["wall_seconds"] + second
-    assert json.loads((workdir / "record.json").read_text())["resumed_from_epoch"] == resumed_from
+    record = json.loads((workdir / "record.json").read_text())
+    assert record["resumed_from_epoch"] == resumed_from
+    (killed_record,) = record["earlier_segments"]  # the killed segment's machine and versions stay on record
+    assert killed_record["versions"] == record["versions"] and "config" not in killed_record
+    assert killed_record["time"] <= record["time"] and "resumed_from_epoch" not in killed_record
     for key in ("val_accuracy", "test_accuracy"):
         chex.assert_trees_all_close(resumed[key], ref_summary[key])
     chex.assert_trees_all_close(resumed["members"], ref_summary["members"], rtol=1e-6)
