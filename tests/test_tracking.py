@@ -17,16 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
 
 
+def _offline_runs(work):
+    """A run folder's offline W&B runs (one per member, under the IDs the run saved), those IDs, its metrics rows."""
+    dirs = sorted((work / "wandb").glob("offline-run-*"))
+    ids = json.loads((work / tracking.RUN_IDS).read_text())
+    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == len(ids)
+    return dirs, ids, read_jsonl(work / "metrics.jsonl")
+
+
 def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
     tiny_config.wandb.mode = "offline"
     tiny_config.train.epochs = 2
     work = tmp_path / "point"
     summary = train.train_and_evaluate(tiny_config, work, progress=False)
     wandb.teardown()  # finish() may return before wandb-core has written the last records: wait for it
-    dirs = sorted((work / "wandb").glob("offline-run-*"))
-    ids = json.loads((work / tracking.RUN_IDS).read_text())
-    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
-    jsonl = read_jsonl(work / "metrics.jsonl")
+    dirs, ids, jsonl = _offline_runs(work)
     for member, tag in enumerate(("fold0_seed0", "fold1_seed0")):
         (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
         history, final = tracking.offline_run(run_dir)
@@ -180,10 +185,7 @@ def test_a_run_trained_without_wandb_is_logged_offline_afterwards(tiny_config, t
     bad = subprocess.run([*script, str(work), str(unfinished)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and not (work / "wandb").exists()
     assert "logged offline" in subprocess.run([*script, str(work)], capture_output=True, text=True, check=True).stdout
-    dirs = sorted((work / "wandb").glob("offline-run-*"))
-    ids = json.loads((work / tracking.RUN_IDS).read_text())
-    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
-    jsonl = read_jsonl(work / "metrics.jsonl")
+    dirs, ids, jsonl = _offline_runs(work)
     for member, tag in enumerate(("fold0_seed0", "fold1_seed0")):
         (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
         history, final = tracking.offline_run(run_dir)
