@@ -37,7 +37,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from fmnist_jax import ablation, config_lib  # noqa: E402
 from fmnist_jax.errors import Error  # noqa: E402
 
-RESULTS = ("config.json", "record.json", "metrics.jsonl", "summary.json", "ablate.json")
+RESULTS = ("config.json", "record.json", "metrics.jsonl", "ablate.json", "summary.json")  # summary last: done
 
 
 def spec_path(spec: str) -> str:
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grids = [(name, spec) for name, _, spec in (g.partition("=") for g in args.grids)]
         if not all(name and spec for name, spec in grids) or args.jobs < 1 or args.epochs < 1:
-            raise Error(f"grids must be NAME=SPEC and --jobs, --epochs >= 1 (got {args.grids}, {args.jobs})")
+            got = f"{args.grids}, {args.jobs}, {args.epochs}"
+            raise Error(f"grids must be NAME=SPEC, --jobs and --epochs >= 1 (got {got})")
         jobs, copies = plan(grids, args.dir, args.epochs)
     except (Error, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

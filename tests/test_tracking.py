@@ -18,10 +18,11 @@ METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
 
 
 def _offline_runs(work):
-    """A run folder's offline W&B runs (one per member, under the IDs the run saved), those IDs, its metrics rows."""
+    """A tiny run's offline W&B runs (one per member of its two, under the IDs the run saved), those IDs, and its
+    metrics rows."""
     dirs = sorted((work / "wandb").glob("offline-run-*"))
     ids = json.loads((work / tracking.RUN_IDS).read_text())
-    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == len(ids)
+    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
     return dirs, ids, read_jsonl(work / "metrics.jsonl")
 
 
