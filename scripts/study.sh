@@ -7,7 +7,8 @@
 #
 #   EPOCHS=30 bash scripts/study.sh check   # the learning-curve check: augmentation at EPOCHS, then its top 3
 #                                           # and crop_hflip at LONG_EPOCHS (default 2 x EPOCHS), compared by
-#                                           # scripts/budget_check.py
+#                                           # scripts/budget_check.py (where an earlier check's long run gave
+#                                           # points at EPOCHS, their long run comes first: budget_check/provisional/)
 #   EPOCHS=30 bash scripts/study.sh grids   # every grid at EPOCHS, which the check must have accepted (the
 #                                           # default recipe, every grid's baseline, is trained once)
 #   bash scripts/study.sh prune             # drop finished points' checkpoints (their results stay)
@@ -45,24 +46,33 @@ share() {  # share FROM TO: a finished point's results, for a point of the same 
     done
   fi
 }
+long_check() {  # long_check SHORT OUT: the learning-curve check of grid results SHORT into OUT: its top 3, and
+  # crop_hflip (the augmentation configs/best.py deploys; augmentation that regularises pays off only with longer
+  # training, so the longer budget may lift it), trained at LONG_EPOCHS into $DIR/budget_check/long
+  local check=(--short "$1" --top 3 --also crop_hflip) points
+  points=$(.venv/bin/python scripts/budget_check.py "${check[@]}" --points)  # set -e: a failure stops here
+  # shellcheck disable=SC2086
+  EPOCHS=${LONG_EPOCHS:-$((2 * EPOCHS))} ablate augmentation budget_check/long $points
+  .venv/bin/python scripts/budget_check.py "${check[@]}" --long "$DIR/budget_check/long" --out "$2"
+}
 epochs_of() { .venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["train"]["epochs"])' "$1"; }
 case ${1:-} in
   check)
     : "${EPOCHS:?set EPOCHS, the budget under test}"
     # an earlier check's long run at this budget is this budget's augmentation points: copied, not retrained
+    earlier=
     for s in "$OUT"/e*/budget_check/long/grid/*/summary.json; do
       if [ -e "$s" ] && [ "$(epochs_of "$(dirname "$s")/config.json")" = "$EPOCHS" ]; then
         share "$(dirname "$s")" "$DIR/augmentation/grid/$(basename "$(dirname "$s")")"
+        earlier=${s%/grid/*}
       fi
     done
+    # those points led the grid at the shorter budget, so they are the likely top 3 here: their long run first
+    # gives a provisional verdict a whole grid sooner (and a rejection then costs no grid at this budget); the
+    # verdict is the finished grid's, whose top 3 train long as well where they differ
+    if [ -n "$earlier" ]; then long_check "$earlier" "$DIR/budget_check/provisional"; fi
     ablate augmentation augmentation
-    # the long run: augmentation's top 3 at EPOCHS, and crop_hflip, the augmentation configs/best.py deploys
-    # (augmentation that regularises pays off only with longer training, so the longer budget may lift it)
-    check=(--short "$DIR/augmentation" --top 3 --also crop_hflip)
-    points=$(.venv/bin/python scripts/budget_check.py "${check[@]}" --points)  # set -e: a failure stops here
-    # shellcheck disable=SC2086
-    EPOCHS=${LONG_EPOCHS:-$((2 * EPOCHS))} ablate augmentation budget_check/long $points
-    .venv/bin/python scripts/budget_check.py "${check[@]}" --long "$DIR/budget_check/long" --out "$DIR/budget_check"
+    long_check "$DIR/augmentation" "$DIR/budget_check"
     ;;
   grids)
     : "${EPOCHS:?set EPOCHS, the budget the check accepted}"
