@@ -44,8 +44,13 @@ def difference(
         return "—"
     text = f"{100 * d:+.2f}" + (f" [{100 * lo:+.2f}, {100 * hi:+.2f}]" if not math.isnan(lo + hi) else "")
     if not math.isnan(p):
-        return text + f" p={p:.3f}" + (f" (adj. {p_adj:.3f})" if not math.isnan(p_adj) else "")
-    return text + (f" adj. p={p_adj:.3f}" if not math.isnan(p_adj) else "")
+        return text + f" p{_p(p)}" + (f" (adj. {_p(p_adj).lstrip('=')})" if not math.isnan(p_adj) else "")
+    return text + (f" adj. p{_p(p_adj)}" if not math.isnan(p_adj) else "")
+
+
+def _p(p: float) -> str:
+    """'=0.030', or '<0.001' where three decimals would print a p of 0.000, which no test can reach."""
+    return "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
 def paired(a: Sequence[dict], b: Sequence[dict], key: str) -> tuple[float, float]:

@@ -256,6 +256,8 @@ def test_one_difference_format_for_tables_reports_and_findings():
     """None (strict JSON's null) and NaN (a CSV's untestable cell) both leave their part out."""
     assert stats.difference(0.004, 0.001, 0.007, 0.03, 0.06) == "+0.40 [+0.10, +0.70] p=0.030 (adj. 0.060)"
     assert stats.difference(0.004, None, float("nan"), p_adj=0.06) == "+0.40 adj. p=0.060"
+    assert stats.difference(0.004, 0.001, 0.007, 0.0004, 0.0008) == "+0.40 [+0.10, +0.70] p<0.001 (adj. <0.001)"
+    assert stats.difference(0.004, p_adj=0.00049) == "+0.40 adj. p<0.001"
     assert stats.difference(-0.0123, -0.02, -0.004) == "-1.23 [-2.00, -0.40]"
     assert stats.difference(None) == stats.difference(float("nan")) == "—"
 
