@@ -163,8 +163,13 @@ def test_packed_points_equal_separate_runs(tiny_config, tmp_path, strategy):
             assert (g["fold"], g["seed"]) == (a["fold"], a["seed"])
             np.testing.assert_allclose([g[k] for k in sorted(g)], [a[k] for k in sorted(a)], rtol=1e-4, atol=1e-5)
         rows = [read_jsonl(tmp_path / d / c.name / "metrics.jsonl") for d in ("packed", "alone")]
+        # the summary's tolerance: a vmapped program sums in another order (a loss of 2.1 differed by 1.9e-5
+        # relative on an Intel Xeon with AVX-512 and AMX, 2026-12-04)
         np.testing.assert_allclose(
-            [[r[k] for k in sorted(r)] for r in rows[0]], [[r[k] for k in sorted(r)] for r in rows[1]], atol=1e-5
+            [[r[k] for k in sorted(r)] for r in rows[0]],
+            [[r[k] for k in sorted(r)] for r in rows[1]],
+            rtol=1e-4,
+            atol=1e-5,
         )
     assert packed[0]["members"] != packed[1]["members"]  # the points do differ
     run = restore.restore(tmp_path / "packed" / "b")  # each point's checkpoint restores alone
