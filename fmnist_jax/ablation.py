@@ -418,7 +418,8 @@ def budget_agreement(
     adjusted p (over the pairs at that budget) is below `alpha`, else "=" (not separated). `same_ranking`: every
     pair has the same verdict at both budgets (None while a long run is missing). The strict order of the means
     (`same_order`) is reported too, but it is no test: points a paired test cannot separate swap places by chance.
-    `gains`: each point's paired val difference long - short over the same members (what the longer budget buys).
+    `gains`: each point's paired val difference long - short over the same members (what the longer budget buys);
+    `test_gains` the same on test accuracy, reported beside the check, never part of it (budgets are chosen on val).
     """
     ranked = list(ranked)
     done = all(p in long for p in ranked)
@@ -433,10 +434,12 @@ def budget_agreement(
             verdict = (">" if delta > 0 else "<") if p_adj < alpha else "="
             pair[budget] = _defined({"delta": delta, "ci": [low, high], "p": p, "p_adj": p_adj}) | {"verdict": verdict}
     same_ranking = all(pair["short"]["verdict"] == pair["long"]["verdict"] for pair in pairs) if done else None
-    gains = {}
+    gains: dict[str, dict] = {}
+    test_gains: dict[str, dict] = {}
     for point in (p for p in ranked if p in long):
-        delta, p, low, high = stats.compare(short[point]["members"], long[point]["members"], "val_accuracy")
-        gains[point] = _defined({"delta": delta, "ci": [low, high], "p": p})
+        for key, out in (("val_accuracy", gains), ("test_accuracy", test_gains)):
+            delta, p, low, high = stats.compare(short[point]["members"], long[point]["members"], key)
+            out[point] = _defined({"delta": delta, "ci": [low, high], "p": p})
     return {
         "checked": ranked,
         "long_order": order,
@@ -445,6 +448,7 @@ def budget_agreement(
         "alpha": alpha,
         "pairs": pairs,
         "gains": gains,
+        "test_gains": test_gains,
     }
 
 

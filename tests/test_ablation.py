@@ -500,6 +500,11 @@ def test_budget_agreement_compares_the_rankings_the_paired_tests_state():
     np.testing.assert_allclose(ab["long"]["delta"], -0.002 / 3)
     np.testing.assert_allclose(check["gains"]["a"]["delta"], 0.025)  # the longer budget's gain, same members
     assert set(check["gains"]) == {"a", "b"} and check["gains"]["a"]["ci"][0] > 0
+    for m, t in zip(long["a"]["members"], [0.90, 0.91, 0.93]):  # test moves apart from val: reported, not checked
+        m["test_accuracy"] = t
+    check = ablation.budget_agreement(short, long, checked)
+    np.testing.assert_allclose(check["test_gains"]["a"]["delta"], 0.01 / 3)
+    np.testing.assert_allclose(check["gains"]["a"]["delta"], 0.025)
     long["c"] = _summary(15, [0.910, 0.915, 0.921])  # still separated below both
     check = ablation.budget_agreement(short, long, checked)
     assert check["long_order"] == ["b", "a", "c"] and check["same_order"] is False  # a and b swapped by chance
@@ -549,7 +554,10 @@ def test_budget_check_script_plans_the_long_run_and_reports_it(tmp_path):
     for point, accs in {"a": [0.93, 0.94, 0.95], "c": [0.6, 0.7, 0.65]}.items():  # a still separated above c
         (tmp_path / "long" / "summaries" / f"{point}.json").write_text(json.dumps(_summary(15, accs)))
     subprocess.run(report, capture_output=True, check=True)
-    assert "**Ranking: the same.**" in (out / "budget_check.md").read_text()
+    md = (out / "budget_check.md").read_text()
+    assert "**Ranking: the same.**" in md
+    row = next(line for line in md.splitlines() if line.startswith("| a |")).split(" | ")
+    assert row[3].startswith("+2.00 [") and row[4] == row[3] + " |"  # val and test gains (equal in these members)
     assert subprocess.run([*gate, "5"], capture_output=True).returncode == 0
 
 
