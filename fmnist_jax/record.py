@@ -71,14 +71,17 @@ def cpu() -> dict[str, Any]:
 
 
 def git_revision(cwd: Path | None = None) -> str | None:
-    """HEAD of the checkout holding this package, with '+dirty' when it has local changes."""
+    """HEAD of the checkout holding this package, with '+dirty' when its code has local changes.
+
+    Changes under `results/` do not count: runs write their own tracked outputs there (a resumed study point's
+    checkpoints and metrics), which would mark every study run dirty and hide a real change of code or config."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
             cwd=cwd,
             capture_output=True,
             text=True,

@@ -14,7 +14,7 @@ from conftest import tiny_flags
 
 from fmnist_jax import cli, config_lib, exporter, reporting, restore, train
 from fmnist_jax.errors import ConfigError, Diverged, RunError, WorkdirBusy
-from fmnist_jax.record import ISA_FLAGS
+from fmnist_jax.record import ISA_FLAGS, git_revision
 from fmnist_jax.writers import read_jsonl
 
 
@@ -43,6 +43,22 @@ def test_train_and_evaluate_writes_everything(tiny_config, tmp_path):
     assert record["data"]["digest"] and record["versions"]["jax"] and record["config"]["cv"]["folds"] == [0, 1]
     assert record["cpu"]["model"] and set(record["cpu"]["isa"]) <= set(ISA_FLAGS)  # timings mean little without it
     assert len(summary["members"]) == 2 and summary["params"] < 100_000
+
+
+def test_git_revision_is_dirty_for_changed_code_not_for_written_results(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "results").mkdir()
+    for f in ("pkg/code.py", "results/metrics.jsonl"):
+        (tmp_path / f).write_text("1\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "results/metrics.jsonl").write_text("2\n")  # a run's own tracked output
+    assert git_revision(tmp_path / "pkg") == head
+    (tmp_path / "pkg/code.py").write_text("2\n")
+    assert git_revision(tmp_path / "pkg") == head + "+dirty"
 
 
 def test_same_config_and_seed_give_identical_metrics(tiny_config, tmp_path):
