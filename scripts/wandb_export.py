@@ -8,7 +8,10 @@ their images and checkpoint artifacts are too large to commit for every member (
 artifacts are staged outside the run folder. The export keeps what a comparison in W&B reads: each run's id, name,
 group, job type, tags, config, per-epoch history and final summary (`tracking.offline_export`), one run a line.
 An existing export is merged by run folder, not overwritten: a grid resumed on a fresh checkout, where the earlier
-points' offline runs are gone (they are not committed), keeps their committed lines.
+points' offline runs are gone (they are not committed), keeps their committed lines. A point keeps only the lines
+of its current run ids (`wandb_runs.json`), and a finished point whose lines do not hold it whole (a segment
+trained without W&B, segments lost with a checkout, a point copied from another grid) is replayed from its
+committed metrics first (`fmnist_jax.wandb_replay`), so every finished point has one complete run per member.
 """
 
 from __future__ import annotations
@@ -21,20 +24,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmnist_jax import tracking, writers  # noqa: E402
+from fmnist_jax import tracking, wandb_replay, writers  # noqa: E402
+
+
+def _exports(point: Path) -> dict[str, dict]:
+    """The offline runs of `point` on disk, exported, by folder `<point>/wandb/offline-run-...`."""
+    runs = sorted(d for d in point.glob("wandb/offline-run-*") if any(d.glob("*.wandb")))
+    return {
+        f"{point.name}/wandb/{d.name}": tracking.offline_export(d) | {"folder": f"{point.name}/wandb/{d.name}"}
+        for d in runs
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("workdirs", nargs="+", type=Path, help="folders whose */wandb/offline-run-* to export")
+    ap.add_argument("workdirs", nargs="+", type=Path, help="folders of run folders (<point>/config.json)")
     ap.add_argument("--out", required=True, type=Path, help="the JSON Lines file to write, merged into if it exists")
     a = ap.parse_args(argv)
-    runs = sorted(d for w in a.workdirs for d in w.glob("*/wandb/offline-run-*") if any(d.glob("*.wandb")))
-    if not runs:
-        print(
-            f"error: no W&B offline runs (*/wandb/offline-run-*) under {', '.join(map(str, a.workdirs))}",
-            file=sys.stderr,
-        )
+    points = sorted(p.parent for w in a.workdirs for p in w.glob("*/config.json"))
+    if not points:
+        print(f"error: no run folders (*/config.json) under {', '.join(map(str, a.workdirs))}", file=sys.stderr)
         return 2
     try:
         kept = {r["folder"]: r for r in writers.read_jsonl(a.out)} if a.out.exists() else {}
@@ -44,14 +53,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    for d in runs:
-        run = tracking.offline_export(d)
-        run["folder"] = str(d.relative_to(d.parents[2]))  # <point>/wandb/offline-run-...
-        kept[run["folder"]] = run
+    replayed = 0
+    for point in points:
+        mine = {f: r for f, r in kept.items() if f.split("/", 1)[0] == point.name} | _exports(point)
+        ids_path = point / tracking.RUN_IDS
+        if ids_path.exists():  # a replayed point's earlier runs are under ids it no longer has
+            ids = set(json.loads(ids_path.read_text()).values())
+            mine = {f: r for f, r in mine.items() if r.get("id") in ids}
+        if (point / "summary.json").exists() and not wandb_replay.complete(point, mine.values()):
+            wandb_replay.replay(point)
+            mine = _exports(point)
+            replayed += 1
+        kept = {f: r for f, r in kept.items() if f.split("/", 1)[0] != point.name} | mine
     lines = [json.dumps(kept[f], allow_nan=False, sort_keys=True) for f in sorted(kept)]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     writers.write_text(a.out, "\n".join(lines) + "\n")
-    print(f"wrote {a.out} ({len(runs)} runs exported, {len(lines)} in all)")
+    print(f"wrote {a.out} ({len(lines)} runs, {replayed} of {len(points)} points replayed)")
     return 0
 
 

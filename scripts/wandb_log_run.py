@@ -1,47 +1,26 @@
-"""Log finished runs that trained without W&B into W&B offline runs, the ones training would have written.
+"""Log finished runs whose W&B runs are missing or incomplete into W&B offline runs, the ones training would write.
 
     .venv/bin/python scripts/wandb_log_run.py results/study/e60/width/grid/w0.5 [more run folders...]
 
 A run trained with `--config.wandb.mode=disabled` (on a machine without wandb, such as the accelerator the study's
-grids trained on: `scripts/study_parallel.py`) has every metric in `metrics.jsonl` and `summary.json`. This replays
-them through `tracking.WandbWriter`, the writer training uses, so each member gets its offline run in
-`<run>/wandb/` (history per epoch, final summary, config with the run's versions and git revision from
-`record.json`), ready for `wandb sync` and for `scripts/wandb_export.py`. A run that has offline runs already is
-skipped, so that it is never logged twice; an unfinished run is an error (one line, exit 2) before anything is
-logged.
+grids trained on: `scripts/study_parallel.py`), or one with such a segment, or one resumed on a fresh checkout
+whose earlier segments' offline runs are gone, has every metric in `metrics.jsonl` and `summary.json`. This
+replays them (`fmnist_jax.wandb_replay`), so each member gets one complete offline run in `<run>/wandb/`, ready
+for `wandb sync` and for `scripts/wandb_export.py`; the run's incomplete offline runs and their ids are replaced.
+A run whose offline runs here hold it whole is skipped, so that it is never logged twice; an unfinished run is an
+error (one line, exit 2) before anything is logged.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmnist_jax import config_lib, members, tracking  # noqa: E402
-from fmnist_jax.writers import read_jsonl  # noqa: E402
-
-
-def log_run(run: Path) -> bool:
-    """Replay `run` into offline W&B runs; False if it has some already."""
-    if any(run.glob("wandb/offline-run-*")):
-        return False
-    config = config_lib.from_dict(json.loads((run / "config.json").read_text()))
-    config.wandb.mode = "offline"
-    summary = json.loads((run / "summary.json").read_text())
-    extra = {"params": summary["params"], "data_digest": summary["data_digest"]}
-    writer = tracking.WandbWriter(config, members.members_of(config), run, extra=extra)
-    try:
-        for _, rows in itertools.groupby(read_jsonl(run / "metrics.jsonl"), key=lambda r: r["epoch"]):
-            writer.write(list(rows))
-        writer.write_summary(summary)
-    finally:
-        writer.close()
-    return True
+from fmnist_jax import tracking, wandb_replay  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not finished runs: {', '.join(missing)} missing", file=sys.stderr)
         return 2
     for run in args.runs:
-        print(f"{run}: {'logged offline' if log_run(run) else 'has W&B runs already, skipped'}", flush=True)
+        here = [tracking.offline_export(d) for d in run.glob("wandb/offline-run-*") if any(d.glob("*.wandb"))]
+        if wandb_replay.complete(run, here):
+            print(f"{run}: has complete W&B runs already, skipped", flush=True)
+        else:
+            wandb_replay.replay(run)
+            print(f"{run}: logged offline", flush=True)
     return 0
 
 

@@ -4,13 +4,15 @@ The generated data is only for unit tests; every reported figure uses the real d
 """
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from configs import default
-from fmnist_jax import data
+from fmnist_jax import data, tracking
+from fmnist_jax.writers import read_jsonl
 
 
 def make_images(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -84,3 +86,15 @@ def tiny_flags(data_dir: Path) -> list[str]:
     flags += ["--config.cv.k=3", "--config.cv.folds=(0,1)", "--config.model.widths=(8,16)"]
     flags += ["--config.model.depths=(1,1)", "--config.train.epochs=3", "--config.train.batch_size=16"]
     return [*flags, "--config.eval.batch_size=64", "--config.optim.lr=1e-2"]
+
+
+WANDB_METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}  # every epoch's row
+
+
+def offline_runs(work: Path) -> tuple[list[Path], dict[str, str], list[dict]]:
+    """A tiny run's offline W&B runs (one per member of its two, under the IDs the run saved), those IDs, and its
+    metrics rows."""
+    dirs = sorted((work / "wandb").glob("offline-run-*"))
+    ids = json.loads((work / tracking.RUN_IDS).read_text())
+    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
+    return dirs, ids, read_jsonl(work / "metrics.jsonl")

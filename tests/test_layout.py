@@ -13,7 +13,7 @@ LAYERS = [
     {"writers", "backend", "stats", "artifact", "config_lib", "data", "augment", "images", "metrics", "models"}
     | {"distributed", "drift", "feedback", "stops"},
     {"steps", "members", "record", "tracking", "plots", "monitoring"},
-    {"validate", "checkpoints"},
+    {"validate", "checkpoints", "wandb_replay"},
     {"restore"},
     {"distill"},
     {"train"},

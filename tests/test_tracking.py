@@ -10,20 +10,11 @@ import pytest
 import wandb
 from matplotlib.figure import Figure
 
+from conftest import WANDB_METRICS, offline_runs
 from fmnist_jax import members, tracking, train
 from fmnist_jax.writers import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
-METRICS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch"}
-
-
-def _offline_runs(work):
-    """A tiny run's offline W&B runs (one per member of its two, under the IDs the run saved), those IDs, and its
-    metrics rows."""
-    dirs = sorted((work / "wandb").glob("offline-run-*"))
-    ids = json.loads((work / tracking.RUN_IDS).read_text())
-    assert sorted(d.name.rsplit("-", 1)[1] for d in dirs) == sorted(ids.values()) and len(dirs) == 2
-    return dirs, ids, read_jsonl(work / "metrics.jsonl")
 
 
 def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
@@ -32,12 +23,12 @@ def test_offline_run_records_history_summary_and_images(tiny_config, tmp_path):
     work = tmp_path / "point"
     summary = train.train_and_evaluate(tiny_config, work, progress=False)
     wandb.teardown()  # finish() may return before wandb-core has written the last records: wait for it
-    dirs, ids, jsonl = _offline_runs(work)
+    dirs, ids, jsonl = offline_runs(work)
     for member, tag in enumerate(("fold0_seed0", "fold1_seed0")):
         (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
         history, final = tracking.offline_run(run_dir)
         epochs = [r for r in history if "train/loss" in r]
-        assert [r["_step"] for r in epochs] == [1, 2] and all(r.keys() >= METRICS for r in epochs)
+        assert [r["_step"] for r in epochs] == [1, 2] and all(r.keys() >= WANDB_METRICS for r in epochs)
         mine = [r for r in jsonl if r["member"] == member]
         np.testing.assert_allclose([r["val/accuracy"] for r in epochs], [r["val_accuracy"] for r in mine])
         images = [r for r in history if "test/confusion_matrix/_type" in r]  # media are logged as file records
@@ -171,29 +162,3 @@ def test_unreachable_server_falls_back_to_offline_runs_that_hold_the_history(tin
         (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{ids[tag]}")
         history, _ = tracking.offline_run(run_dir)
         assert [r["_step"] for r in history if "train/loss" in r] == [1]
-
-
-def test_a_run_trained_without_wandb_is_logged_offline_afterwards(tiny_config, tmp_path):
-    """scripts/wandb_log_run.py: a run trained with W&B disabled gets the offline runs training writes, with its
-    metrics as history and summary; never twice; an unfinished run exits 2 before anything is logged."""
-    tiny_config.train.epochs = 2
-    work = tmp_path / "point"
-    summary = train.train_and_evaluate(tiny_config, work, progress=False)
-    assert not (work / "wandb").exists()
-    script = [sys.executable, str(REPO / "scripts/wandb_log_run.py")]
-    unfinished = tmp_path / "unfinished"
-    unfinished.mkdir()
-    bad = subprocess.run([*script, str(work), str(unfinished)], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and not (work / "wandb").exists()
-    assert "logged offline" in subprocess.run([*script, str(work)], capture_output=True, text=True, check=True).stdout
-    dirs, ids, jsonl = _offline_runs(work)
-    for member, tag in enumerate(("fold0_seed0", "fold1_seed0")):
-        (run_dir,) = [d for d in dirs if d.name.endswith(ids[tag])]
-        history, final = tracking.offline_run(run_dir)
-        assert [r["_step"] for r in history] == [1, 2] and all(r.keys() >= METRICS for r in history)
-        mine = [r for r in jsonl if r["member"] == member]
-        np.testing.assert_allclose([r["val/accuracy"] for r in history], [r["val_accuracy"] for r in mine])
-        assert final["test/accuracy"] == pytest.approx(summary["members"][member]["test_accuracy"])
-        assert tracking.offline_export(run_dir)["config"]["fold"] == member
-    again = subprocess.run([*script, str(work)], capture_output=True, text=True, check=True)
-    assert "skipped" in again.stdout and len(list((work / "wandb").glob("offline-run-*"))) == 2
