@@ -36,6 +36,17 @@ def _exports(point: Path) -> dict[str, dict]:
     }
 
 
+def _held(point: Path, kept: dict[str, dict]) -> dict[str, dict]:
+    """`point`'s lines: committed (`kept`) and on disk, under its current run ids where it has them (a replayed
+    point's earlier runs are under ids it no longer has)."""
+    mine = {f: r for f, r in kept.items() if f.split("/", 1)[0] == point.name} | _exports(point)
+    ids_path = point / tracking.RUN_IDS
+    if not ids_path.exists():
+        return mine
+    ids = set(json.loads(ids_path.read_text()).values())
+    return {f: r for f, r in mine.items() if r.get("id") in ids}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workdirs", nargs="+", type=Path, help="folders of run folders (<point>/config.json)")
@@ -53,22 +64,27 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    replayed = 0
+    try:  # everything read and checked before anything is replayed or written
+        held = {point: _held(point, kept) for point in points}
+        stale = [p for p in points if (p / "summary.json").exists() and not wandb_replay.complete(p, held[p].values())]
+        for point in stale:  # what the replay reads
+            for name in ("summary.json", "config.json"):
+                json.loads((point / name).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: a run folder under {', '.join(map(str, a.workdirs))} is damaged: {e!r}", file=sys.stderr)
+        return 2
+    for point in stale:
+        wandb_replay.replay(point)  # its offline runs here (images, artifact) give way to one complete run
+        print(f"{point}: W&B runs missing or incomplete, replayed from metrics.jsonl", flush=True)
+        held[point] = _exports(point)
+    names = {p.name for p in points}
+    kept = {f: r for f, r in kept.items() if f.split("/", 1)[0] not in names}
     for point in points:
-        mine = {f: r for f, r in kept.items() if f.split("/", 1)[0] == point.name} | _exports(point)
-        ids_path = point / tracking.RUN_IDS
-        if ids_path.exists():  # a replayed point's earlier runs are under ids it no longer has
-            ids = set(json.loads(ids_path.read_text()).values())
-            mine = {f: r for f, r in mine.items() if r.get("id") in ids}
-        if (point / "summary.json").exists() and not wandb_replay.complete(point, mine.values()):
-            wandb_replay.replay(point)
-            mine = _exports(point)
-            replayed += 1
-        kept = {f: r for f, r in kept.items() if f.split("/", 1)[0] != point.name} | mine
+        kept |= held[point]
     lines = [json.dumps(kept[f], allow_nan=False, sort_keys=True) for f in sorted(kept)]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     writers.write_text(a.out, "\n".join(lines) + "\n")
-    print(f"wrote {a.out} ({len(lines)} runs, {replayed} of {len(points)} points replayed)")
+    print(f"wrote {a.out} ({len(lines)} runs, {len(stale)} of {len(points)} points replayed)")
     return 0
 
 

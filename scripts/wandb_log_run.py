@@ -14,6 +14,7 @@ error (one line, exit 2) before anything is logged.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,9 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: not finished runs: {', '.join(missing)} missing", file=sys.stderr)
         return 2
+    try:  # every run read and checked before any is logged
+        done = {}
+        for run in args.runs:
+            here = [tracking.offline_export(d) for d in run.glob("wandb/offline-run-*") if any(d.glob("*.wandb"))]
+            done[run] = wandb_replay.complete(run, here)
+            for name in ("summary.json", "config.json"):
+                json.loads((run / name).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: a run folder is damaged: {e!r}", file=sys.stderr)
+        return 2
     for run in args.runs:
-        here = [tracking.offline_export(d) for d in run.glob("wandb/offline-run-*") if any(d.glob("*.wandb"))]
-        if wandb_replay.complete(run, here):
+        if done[run]:
             print(f"{run}: has complete W&B runs already, skipped", flush=True)
         else:
             wandb_replay.replay(run)

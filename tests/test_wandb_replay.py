@@ -76,3 +76,7 @@ def test_the_export_holds_every_finished_point_whole_once(tiny_config, tmp_path)
         shutil.rmtree(d)
     again = subprocess.run(script, capture_output=True, text=True, check=True)
     assert "0 of 2 points replayed" in again.stdout and out.read_text() == first
+    (grid / "quiet" / tracking.RUN_IDS).write_text("{damaged")  # one line, exit 2, nothing replayed or written
+    bad = subprocess.run(script, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and out.read_text() == first
+    assert not list((grid / "quiet" / "wandb").glob("offline-run-*"))
