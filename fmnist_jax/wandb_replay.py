@@ -41,6 +41,21 @@ def replay(run: Path) -> None:
     wandb.teardown()  # finish() may return before wandb-core has written the last records, which a caller reads
 
 
+def on_disk(run: Path) -> dict[str, dict[str, Any]]:
+    """`run`'s offline runs here, exported (`tracking.offline_export`), by folder `<run>/wandb/offline-run-...`."""
+    dirs = sorted(d for d in run.glob("wandb/offline-run-*") if any(d.glob("*.wandb")))
+    return {
+        f"{run.name}/wandb/{d.name}": tracking.offline_export(d) | {"folder": f"{run.name}/wandb/{d.name}"}
+        for d in dirs
+    }
+
+
+def check_readable(run: Path) -> None:
+    """Read what `replay` reads, so that a damaged run folder fails before anything is replaced."""
+    for name in ("summary.json", "config.json"):
+        json.loads((run / name).read_text())
+
+
 def complete(run: Path, exported: Iterable[dict[str, Any]]) -> bool:
     """Whether `exported` (`tracking.offline_export` lines of `run`'s offline runs, any segments) holds finished
     `run` whole: for every member, lines under its current id (`wandb_runs.json`) with every epoch of

@@ -27,19 +27,10 @@ sys.path.insert(0, str(ROOT))
 from fmnist_jax import tracking, wandb_replay, writers  # noqa: E402
 
 
-def _exports(point: Path) -> dict[str, dict]:
-    """The offline runs of `point` on disk, exported, by folder `<point>/wandb/offline-run-...`."""
-    runs = sorted(d for d in point.glob("wandb/offline-run-*") if any(d.glob("*.wandb")))
-    return {
-        f"{point.name}/wandb/{d.name}": tracking.offline_export(d) | {"folder": f"{point.name}/wandb/{d.name}"}
-        for d in runs
-    }
-
-
 def _held(point: Path, kept: dict[str, dict]) -> dict[str, dict]:
     """`point`'s lines: committed (`kept`) and on disk, under its current run ids where it has them (a replayed
     point's earlier runs are under ids it no longer has)."""
-    mine = {f: r for f, r in kept.items() if f.split("/", 1)[0] == point.name} | _exports(point)
+    mine = {f: r for f, r in kept.items() if f.split("/", 1)[0] == point.name} | wandb_replay.on_disk(point)
     ids_path = point / tracking.RUN_IDS
     if not ids_path.exists():
         return mine
@@ -67,16 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything read and checked before anything is replayed or written
         held = {point: _held(point, kept) for point in points}
         stale = [p for p in points if (p / "summary.json").exists() and not wandb_replay.complete(p, held[p].values())]
-        for point in stale:  # what the replay reads
-            for name in ("summary.json", "config.json"):
-                json.loads((point / name).read_text())
+        for point in stale:
+            wandb_replay.check_readable(point)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: a run folder under {', '.join(map(str, a.workdirs))} is damaged: {e!r}", file=sys.stderr)
         return 2
     for point in stale:
         wandb_replay.replay(point)  # its offline runs here (images, artifact) give way to one complete run
         print(f"{point}: W&B runs missing or incomplete, replayed from metrics.jsonl", flush=True)
-        held[point] = _exports(point)
+        held[point] = wandb_replay.on_disk(point)
     names = {p.name for p in points}
     kept = {f: r for f, r in kept.items() if f.split("/", 1)[0] not in names}
     for point in points:

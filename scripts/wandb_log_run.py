@@ -14,14 +14,13 @@ error (one line, exit 2) before anything is logged.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fmnist_jax import tracking, wandb_replay  # noqa: E402
+from fmnist_jax import wandb_replay  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # every run read and checked before any is logged
         done = {}
         for run in args.runs:
-            here = [tracking.offline_export(d) for d in run.glob("wandb/offline-run-*") if any(d.glob("*.wandb"))]
-            done[run] = wandb_replay.complete(run, here)
-            for name in ("summary.json", "config.json"):
-                json.loads((run / name).read_text())
+            done[run] = wandb_replay.complete(run, wandb_replay.on_disk(run).values())
+            wandb_replay.check_readable(run)
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: a run folder is damaged: {e!r}", file=sys.stderr)
         return 2
