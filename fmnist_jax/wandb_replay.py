@@ -51,9 +51,12 @@ def on_disk(run: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_readable(run: Path) -> None:
-    """Read what `replay` reads, so that a damaged run folder fails before anything is replaced."""
-    for name in ("summary.json", "config.json"):
-        json.loads((run / name).read_text())
+    """Read what `replay` reads, so that a damaged run folder fails before anything is replaced (`complete` skips
+    `metrics.jsonl` where the ids are missing, so it is read here too)."""
+    config_lib.from_dict(json.loads((run / "config.json").read_text()))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["params"], summary["data_digest"]  # noqa: B018 - the keys `replay` logs
+    list(read_jsonl(run / "metrics.jsonl"))
 
 
 def complete(run: Path, exported: Iterable[dict[str, Any]]) -> bool:
