@@ -10,6 +10,7 @@ checkpoint artifact: those were never committed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shutil
@@ -17,23 +18,43 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterable
 
+import ml_collections
+
 from fmnist_jax import config_lib, members, tracking
 from fmnist_jax.writers import read_jsonl
 
 
-def replay(run: Path) -> None:
-    """Log finished `run` into fresh offline runs under new ids, replacing the offline runs and ids it had."""
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    """A finished run as committed, read once by `load`: what `complete` checks and `replay` logs. Reading it
+    whole first means a damaged run folder fails before any offline run is replaced."""
+
+    path: Path
+    config: ml_collections.ConfigDict
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def load(run: Path) -> Finished:
+    """Read finished `run` (config, summary with the keys `replay` logs, every `metrics.jsonl` row)."""
     config = config_lib.from_dict(json.loads((run / "config.json").read_text()))
-    config.wandb.mode = "offline"
     summary = json.loads((run / "summary.json").read_text())
-    shutil.rmtree(run / "wandb", ignore_errors=True)
-    (run / tracking.RUN_IDS).unlink(missing_ok=True)
-    extra = {"params": summary["params"], "data_digest": summary["data_digest"]}
-    writer = tracking.WandbWriter(config, members.members_of(config), run, extra=extra)
+    summary["params"], summary["data_digest"]  # noqa: B018 - the keys `replay` logs, checked here
+    return Finished(run, config, summary, list(read_jsonl(run / "metrics.jsonl")))
+
+
+def replay(run: Finished) -> None:
+    """Log `run` into fresh offline runs under new ids, replacing the offline runs and ids it had."""
+    config = run.config.copy_and_resolve_references()
+    config.wandb.mode = "offline"
+    shutil.rmtree(run.path / "wandb", ignore_errors=True)
+    (run.path / tracking.RUN_IDS).unlink(missing_ok=True)
+    extra = {"params": run.summary["params"], "data_digest": run.summary["data_digest"]}
+    writer = tracking.WandbWriter(config, members.members_of(config), run.path, extra=extra)
     try:
-        for _, rows in itertools.groupby(read_jsonl(run / "metrics.jsonl"), key=lambda r: r["epoch"]):
+        for _, rows in itertools.groupby(run.rows, key=lambda r: r["epoch"]):
             writer.write(list(rows))
-        writer.write_summary(summary)
+        writer.write_summary(run.summary)
     finally:
         writer.close()
     import wandb  # here, not at the top: importing it costs seconds
@@ -50,20 +71,11 @@ def on_disk(run: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def check_readable(run: Path) -> None:
-    """Read what `replay` reads, so that a damaged run folder fails before anything is replaced (`complete` skips
-    `metrics.jsonl` where the ids are missing, so it is read here too)."""
-    config_lib.from_dict(json.loads((run / "config.json").read_text()))
-    summary = json.loads((run / "summary.json").read_text())
-    summary["params"], summary["data_digest"]  # noqa: B018 - the keys `replay` logs
-    list(read_jsonl(run / "metrics.jsonl"))
-
-
-def complete(run: Path, exported: Iterable[dict[str, Any]]) -> bool:
-    """Whether `exported` (`tracking.offline_export` lines of `run`'s offline runs, any segments) holds finished
-    `run` whole: for every member, lines under its current id (`wandb_runs.json`) with every epoch of
-    `metrics.jsonl` and the final test accuracy."""
-    ids_path = run / tracking.RUN_IDS
+def complete(run: Finished, exported: Iterable[dict[str, Any]]) -> bool:
+    """Whether `exported` (`tracking.offline_export` lines of `run`'s offline runs, any segments) holds `run`
+    whole: for every member, lines under its current id (`wandb_runs.json`) with every epoch of `metrics.jsonl`
+    and the final test accuracy."""
+    ids_path = run.path / tracking.RUN_IDS
     if not ids_path.exists():
         return False
     ids = json.loads(ids_path.read_text())
@@ -74,6 +86,6 @@ def complete(run: Path, exported: Iterable[dict[str, Any]]) -> bool:
         if "test/accuracy" in line["summary"]:
             tested.add(line["id"])
     wanted: dict[str, set[int]] = {}
-    for row in read_jsonl(run / "metrics.jsonl"):
+    for row in run.rows:
         wanted.setdefault(f"fold{row['fold']}_seed{row['seed']}", set()).add(row["epoch"])
     return all(tag in ids and ids[tag] in tested and logged.get(ids[tag], set()) >= e for tag, e in wanted.items())

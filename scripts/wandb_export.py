@@ -57,16 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:  # everything read and checked before anything is replayed or written
         held = {point: _held(point, kept) for point in points}
-        stale = [p for p in points if (p / "summary.json").exists() and not wandb_replay.complete(p, held[p].values())]
-        for point in stale:
-            wandb_replay.check_readable(point)
+        finished = [wandb_replay.load(p) for p in points if (p / "summary.json").exists()]
+        stale = [run for run in finished if not wandb_replay.complete(run, held[run.path].values())]
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: a run folder under {', '.join(map(str, a.workdirs))} is damaged: {e!r}", file=sys.stderr)
         return 2
-    for point in stale:
-        wandb_replay.replay(point)  # its offline runs here (images, artifact) give way to one complete run
-        print(f"{point}: W&B runs missing or incomplete, replayed from metrics.jsonl", flush=True)
-        held[point] = wandb_replay.on_disk(point)
+    for run in stale:
+        wandb_replay.replay(run)  # its offline runs here (images, artifact) give way to one complete run
+        print(f"{run.path}: W&B runs missing or incomplete, replayed from metrics.jsonl", flush=True)
+        held[run.path] = wandb_replay.on_disk(run.path)
     names = {p.name for p in points}
     kept = {f: r for f, r in kept.items() if f.split("/", 1)[0] not in names}
     for point in points:

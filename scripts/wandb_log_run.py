@@ -33,19 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not finished runs: {', '.join(missing)} missing", file=sys.stderr)
         return 2
     try:  # every run read and checked before any is logged
-        done = {}
-        for run in args.runs:
-            done[run] = wandb_replay.complete(run, wandb_replay.on_disk(run).values())
-            wandb_replay.check_readable(run)
+        runs = [wandb_replay.load(run) for run in args.runs]
+        done = [wandb_replay.complete(run, wandb_replay.on_disk(run.path).values()) for run in runs]
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"error: a run folder is damaged: {e!r}", file=sys.stderr)
         return 2
-    for run in args.runs:
-        if done[run]:
-            print(f"{run}: has complete W&B runs already, skipped", flush=True)
+    for run, whole in zip(runs, done, strict=True):
+        if whole:
+            print(f"{run.path}: has complete W&B runs already, skipped", flush=True)
         else:
             wandb_replay.replay(run)
-            print(f"{run}: logged offline", flush=True)
+            print(f"{run.path}: logged offline", flush=True)
     return 0
 
 

@@ -45,8 +45,15 @@ def test_a_run_trained_without_wandb_is_logged_offline_afterwards(tiny_config, t
     # a member's offline run lost (a segment trained elsewhere): the run is replayed whole, under new ids
     shutil.rmtree(dirs[0])
     assert "logged offline" in subprocess.run([*script, str(work)], capture_output=True, text=True, check=True).stdout
-    _, new_ids, _ = offline_runs(work)
+    new_dirs, new_ids, _ = offline_runs(work)
     assert not set(new_ids.values()) & set(ids.values())
+    # a damaged metrics.jsonl: one line, exit 2, the offline runs and ids it has are kept
+    (work / tracking.RUN_IDS).unlink()
+    with open(work / "metrics.jsonl", "a") as f:
+        f.write("{damaged\n")
+    bad = subprocess.run([*script, str(work)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert sorted(d.name for d in (work / "wandb").glob("offline-run-*")) == sorted(d.name for d in new_dirs)
 
 
 def test_the_export_holds_every_finished_point_whole_once(tiny_config, tmp_path):
@@ -69,8 +76,9 @@ def test_the_export_holds_every_finished_point_whole_once(tiny_config, tmp_path)
     assert sorted(r["id"] for r in lines) == sorted([*ids.values(), *quiet_ids.values()])
     for point in ("quiet", "logged"):
         mine = [r for r in lines if r["folder"].startswith(f"{point}/")]
-        assert wandb_replay.complete(grid / point, mine) and len(mine) == 2
-        assert not wandb_replay.complete(grid / point, mine[:1])
+        run = wandb_replay.load(grid / point)
+        assert wandb_replay.complete(run, mine) and len(mine) == 2
+        assert not wandb_replay.complete(run, mine[:1])
     first = out.read_text()
     for d in [*quiet, *logged]:  # a fresh checkout: the committed export, no offline runs
         shutil.rmtree(d)
