@@ -47,7 +47,7 @@ def test_a_run_trained_without_wandb_is_logged_offline_afterwards(tiny_config, t
     assert "logged offline" in subprocess.run([*script, str(work)], capture_output=True, text=True, check=True).stdout
     new_dirs, new_ids, _ = offline_runs(work)
     assert not set(new_ids.values()) & set(ids.values())
-    # a damaged metrics.jsonl: one line, exit 2, the offline runs and ids it has are kept
+    # a damaged metrics.jsonl (and no ids to skip it by): one line, exit 2, its offline runs are kept
     (work / tracking.RUN_IDS).unlink()
     with open(work / "metrics.jsonl", "a") as f:
         f.write("{damaged\n")
