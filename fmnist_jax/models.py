@@ -9,7 +9,8 @@ BatchNorm carry no bias; PyTorch's default biases make it 98,370).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -100,14 +101,25 @@ def count_params(model: nn.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(shapes["params"]))
 
 
+def cpu_flops(fn: Callable[..., Any], *args: Any) -> float:
+    """FLOPs of `fn(*args)` (abstract args) from XLA's cost analysis of its graph lowered for the host CPU.
+
+    Placing the inputs on the CPU picks that backend wherever the run is: GPU and TPU plugins give no cost
+    analysis before compilation (an H100 run of the study lost its summaries to that), and one backend for all
+    keeps the figure comparable between runs made on different machines."""
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    placed = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=cpu), args)
+    cost = jax.jit(fn).lower(*placed).cost_analysis()
+    if cost is None:
+        raise RuntimeError("XLA's CPU backend gave no cost analysis")
+    return float(cost["flops"])
+
+
 def flops_per_image(model: nn.Module) -> float:
-    """Forward FLOPs for one image, from XLA's cost analysis of the compiled-for-CPU graph."""
+    """Forward FLOPs for one image (`cpu_flops`)."""
     variables = jax.eval_shape(functools.partial(init_variables, model), jax.random.key(0))
     x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.float32)
-    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
-    cost = lowered.cost_analysis()
-    assert cost is not None, "XLA gave no cost analysis"
-    return float(cost["flops"])
+    return cpu_flops(lambda v, x: model.apply(v, x, train=False), variables, x)
 
 
 def check_budget(model: nn.Module, limit: int) -> int:

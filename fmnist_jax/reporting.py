@@ -52,7 +52,7 @@ def _describe(layer: nn.Module, x: Any) -> str:
 def model_table(model: nn.Module) -> list[dict[str, Any]]:
     """One row per layer (each conv block, the head) with output shape, parameters and forward FLOPs.
 
-    Per-layer FLOPs come from XLA's cost analysis of that layer alone, like the total
+    Per-layer FLOPs come from XLA's cost analysis of that layer alone (`models.cpu_flops`), like the total
     (`models.flops_per_image`); what the rows do not cover (max-pool, global average pool)
     is shown as its own row, so the column adds up to the total.
     """
@@ -62,7 +62,7 @@ def model_table(model: nn.Module) -> list[dict[str, Any]]:
     for layer, args, out in _interior_calls(model, variables, x):
         own = {col: tree[layer.name] for col, tree in variables.items() if layer.name in tree}
         apply = functools.partial(lambda v, x, layer, rest: layer.apply(v, x, *rest), layer=layer, rest=args[1:])
-        flops = (jax.jit(apply).lower(own, args[0]).cost_analysis() or {}).get("flops", float("nan"))
+        flops = models.cpu_flops(apply, own, args[0])
         rows.append(
             {
                 "layer": layer.name,
