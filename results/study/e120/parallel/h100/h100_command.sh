@@ -1,3 +1,5 @@
+# How it was called (2026-12-06, from the checkout root, .gpu/ holding this script): `bash .gpu/run.sh`, then
+# `GRIDS=architecture=architecture DEADLINE=280 bash .gpu/run.sh` with the other points' folders moved aside.
 # Issue 17's grids on the lent GPU (session of 2026-12-06 from 10:53 UTC): the architecture and training grids'
 # unfinished points at 120 epochs, side by side (scripts/study_parallel.py), to a deadline; their checkpoints
 # come back and the CPU resumes them. .gpu/ carries the data (xz of the raw IDX) and wheels of this repository's
