@@ -107,7 +107,7 @@ def cpu_flops(fn: Callable[..., Any], *args: Any) -> float:
     Placing the inputs on the CPU picks that backend wherever the run is: GPU and TPU plugins give no cost
     analysis before compilation (an H100 run of the study lost its summaries to that), and one backend for all
     keeps the figure comparable between runs made on different machines."""
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
     placed = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=cpu), args)
     cost = jax.jit(fn).lower(*placed).cost_analysis()
     if cost is None:
